@@ -1,0 +1,142 @@
+"""Boot an artifact under QEMU and watch its serial console for a marker (a login prompt).
+
+KVM is used where it really runs a guest (probed once per host boot: some hosts expose
+/dev/kvm but cannot run guests), TCG otherwise. The harness is a library: `doit boot` and the
+integration tests call it, and the netboot outputs extend it with their own drive/net options.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import log
+from ..ledger import Ledger
+from ..paths import Paths
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+LOGIN = r"\S+ login: ?"
+
+
+@dataclass
+class BootResult:
+    name: str
+    reached: bool
+    seconds: float
+    accel: str
+    console: str = field(repr=False)
+
+    def line(self) -> str:
+        state = f"reached in {self.seconds:.1f}s" if self.reached else f"NOT reached after {self.seconds:.0f}s"
+        return f"{self.name:<12} {state} ({self.accel})"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: float) -> tuple[bool, float]:
+    """Start QEMU (its serial console in `console`), wait for `marker`, then stop it."""
+    pattern = re.compile(marker, re.MULTILINE)
+    start = time.monotonic()
+    mark = ledger.mark()
+    proc = ledger.spawn(argv, stdin=subprocess_devnull(), stdout=subprocess_devnull(), stderr=open(console.with_suffix(".qemu.log"), "w"))
+    try:
+        while time.monotonic() - start < timeout:
+            if console.exists() and pattern.search(console.read_text(errors="replace")):
+                return True, time.monotonic() - start
+            if proc.poll() is not None:
+                break
+            time.sleep(0.25)
+        return False, time.monotonic() - start
+    finally:
+        ledger.undo_to(mark)
+
+
+def subprocess_devnull():
+    import subprocess
+    return subprocess.DEVNULL
+
+
+def pick_accel(ledger: Ledger, cache: Path, kernel: Path | None) -> str:
+    """'kvm' if a kernel really starts under KVM within seconds, else 'tcg'."""
+    forced = os.environ.get("DISTONET_ACCEL")
+    if forced:
+        return forced
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK) or kernel is None or not kernel.is_file():
+        return "tcg"
+    probe = cache / f"accel-{_boot_id()}"
+    if probe.is_file():
+        return probe.read_text().strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        console = Path(tmp) / "console"
+        ok, _ = watch(ledger, ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-nodefaults",
+                               "-display", "none", "-no-reboot", "-serial", f"file:{console}",
+                               "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"],
+                      console, r"Linux version", 20)
+    accel = "kvm" if ok else "tcg"
+    cache.mkdir(parents=True, exist_ok=True)
+    probe.write_text(accel)
+    return accel
+
+
+def qemu_argv(accel: str, console: Path, memory: int = 1024, cpus: int = 2) -> list[str]:
+    return ["qemu-system-x86_64", "-accel", accel, "-machine", "q35", "-m", str(memory),
+            "-smp", str(cpus), "-nodefaults", "-display", "none", "-no-reboot",
+            "-serial", f"file:{console}"]
+
+
+def disk_args(disk: Path, fmt: str) -> list[str]:
+    # snapshot=on: a boot test never changes the artifact it proves.
+    return ["-drive", f"file={disk},format={fmt},if=virtio,snapshot=on"]
+
+
+def firmware_args(firmware: str, workdir: Path) -> list[str]:
+    if firmware == "bios":
+        return []
+    vars_copy = workdir / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, vars_copy)
+    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+
+
+def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float = 300,
+              kernel: Path | None = None, paths: Paths | None = None, name: str | None = None,
+              log_dir: Path | None = None) -> BootResult:
+    paths = paths or Paths.default()
+    fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+    name = name or f"{disk.name}/{firmware}"
+    with tempfile.TemporaryDirectory(prefix="distonet-boot-") as tmp, Ledger(paths.ledger) as ledger:
+        workdir = Path(tmp)
+        accel = pick_accel(ledger, paths.cache, kernel)
+        console = workdir / "console.log"
+        argv = qemu_argv(accel, console) + firmware_args(firmware, workdir) + disk_args(disk, fmt)
+        with log.step(f"boot {name} ({accel}), waiting for /{marker}/"):
+            reached, seconds = watch(ledger, argv, console, marker, timeout)
+        text = console.read_text(errors="replace") if console.exists() else ""
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            (log_dir / f"boot-{name.replace('/', '-')}.log").write_text(text)
+    return BootResult(name, reached, round(seconds, 1), accel, text)
+
+
+def boot_recipe(plan) -> list[BootResult]:
+    """Boot the recipe's disk.raw with each firmware it names; print one line for each."""
+    out = plan.out_dir
+    results = []
+    for firmware in plan.recipe.boot.firmware:
+        results.append(boot_disk(out / "disk.raw", str(firmware), marker=plan.recipe.boot.marker or LOGIN,
+                                 timeout=plan.recipe.boot.timeout, kernel=out / "vmlinuz",
+                                 paths=plan.paths, name=f"disk/{firmware}", log_dir=out / "boot"))
+    for r in results:
+        log.info(r.line())
+    return results

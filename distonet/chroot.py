@@ -1,0 +1,90 @@
+"""Layered trees (overlayfs stacks of stage snapshots) and the mounts a chroot needs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .ledger import Ledger
+
+CHROOT_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBCONF_NONINTERACTIVE_SEEN": "true",
+    "LC_ALL": "C.UTF-8",
+    "HOME": "/root",
+}
+
+
+def overlay_options(lowers: Sequence[Path], upper: Path | None = None, work: Path | None = None) -> str:
+    """lowerdir lists the topmost layer first, as overlayfs wants it."""
+    opts = ["lowerdir=" + ":".join(str(p) for p in lowers)]
+    if upper is not None:
+        opts += [f"upperdir={upper}", f"workdir={work}"]
+    return ",".join(opts)
+
+
+def mount_layers(ledger: Ledger, lowers: Sequence[Path], merged: Path,
+                 upper: Path | None = None, work: Path | None = None) -> Path:
+    """Mount the stack at `merged`: writable when `upper` is given, else read-only."""
+    merged.mkdir(parents=True, exist_ok=True)
+    if upper is None and len(lowers) == 1:
+        ledger.mount(["mount", "--bind", "-o", "ro", str(lowers[0]), str(merged)], merged, rmdir=True)
+    else:
+        opts = overlay_options(lowers, upper, work)
+        if upper is None:
+            opts += ",ro"
+        ledger.mount(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], merged, rmdir=True)
+    return merged
+
+
+@contextlib.contextmanager
+def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None):
+    """proc, sys, dev, devpts, the host's resolv.conf and a policy-rc.d that stops daemons
+    from starting; all undone (and the files removed) when the block ends."""
+    created: list[Path] = []
+    mark = ledger.mark()
+    try:
+        for sub in ("proc", "sys", "dev", "dev/pts", "run"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        ledger.mount(["mount", "-t", "proc", "proc", str(root / "proc")], root / "proc")
+        ledger.mount(["mount", "-t", "sysfs", "sysfs", str(root / "sys")], root / "sys")
+        ledger.bind("/dev", root / "dev")
+        ledger.mount(["mount", "-t", "devpts", "devpts", "-o", "newinstance,ptmxmode=0666",
+                      str(root / "dev/pts")], root / "dev/pts")
+        ledger.mount(["mount", "-t", "tmpfs", "tmpfs", str(root / "run")], root / "run")
+        resolv = root / "etc/resolv.conf"
+        if not resolv.exists() and not resolv.is_symlink():
+            resolv.touch()
+            created.append(resolv)
+        if resolv.is_file() and not resolv.is_symlink() and Path("/etc/resolv.conf").exists():
+            ledger.bind("/etc/resolv.conf", resolv, readonly=True)
+        policy = root / "usr/sbin/policy-rc.d"
+        if not policy.exists():
+            policy.write_text("#!/bin/sh\n# distonet: no daemons start while the image is built\nexit 101\n")
+            policy.chmod(0o755)
+            created.append(policy)
+        if apt_archives is not None:
+            (apt_archives / "partial").mkdir(parents=True, exist_ok=True)
+            target = root / "var/cache/apt/archives"
+            target.mkdir(parents=True, exist_ok=True)
+            ledger.bind(apt_archives, target)
+        yield root
+    finally:
+        ledger.undo_to(mark)
+        for path in reversed(created):
+            path.unlink(missing_ok=True)
+
+
+def chroot_argv(root: Path, argv: Sequence[str]) -> list[str]:
+    env = [f"{k}={v}" for k, v in CHROOT_ENV.items()]
+    return ["chroot", str(root), "/usr/bin/env", "-i", *env, *argv]
+
+
+def assert_no_mounts_below(path: Path) -> None:
+    from .ledger import mounts_below
+    below = mounts_below(os.path.realpath(path))
+    if below:
+        raise RuntimeError(f"refusing to delete {path}: still mounted: {', '.join(below)}")

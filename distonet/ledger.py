@@ -1,0 +1,237 @@
+"""Every mount, loop device and process a build starts is recorded on disk and undone in reverse.
+
+The record is written *before* the action, so a SIGKILL between the two leaves an entry
+whose undo is a no-op rather than a mount nobody knows about. A later run calls `recover()`
+and undoes what dead processes left behind (diskimage-builder's rollback + state file idea).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+from . import log
+from . import run as runmod
+from .run import Runner, run
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22: starttime
+
+
+def _is_mounted(target: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            return any(line.split()[4] == target for line in fh)
+    except OSError:
+        return False
+
+
+class Ledger:
+    """Context manager: `with Ledger(dir) as ledger: ledger.mount(...)`; exit undoes all in reverse."""
+
+    def __init__(self, state_dir: Path, runner: Runner = run):
+        self.state_dir = Path(state_dir)
+        self.runner = runner
+        self.entries: list[dict] = []
+        self.path = self.state_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+        self._old_term = None
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid()),
+                                   "entries": self.entries}))
+        os.replace(tmp, self.path)
+
+    def _record(self, entry: dict) -> dict:
+        self.entries.append(entry)
+        self._save()
+        return entry
+
+    def _forget(self, entry: dict) -> None:
+        self.entries.remove(entry)
+        self._save()
+
+    # -- actions -------------------------------------------------------------------------
+    def mount(self, argv: Sequence[str], target: Path | str, rmdir: bool = False) -> str:
+        """Run a mount command whose mount point is `target`; record its undo first.
+        With rmdir, the (empty) mount point is removed after unmounting."""
+        target = os.path.realpath(target)
+        self._record({"kind": "mount", "target": target, "rmdir": rmdir})
+        self.runner(list(argv))
+        return target
+
+    def bind(self, source: Path | str, target: Path | str, readonly: bool = False) -> str:
+        target = self.mount(["mount", "--bind", str(source), str(target)], target)
+        if readonly:
+            self.runner(["mount", "-o", "remount,bind,ro", target])
+        return target
+
+    def loop(self, image: Path | str, *, partitions: bool = False) -> str:
+        """Attach a loop device; with partitions, add partition nodes with partx (BLKPG)."""
+        entry = self._record({"kind": "loop", "device": None, "image": str(image)})
+        dev = self.runner(["losetup", "--find", "--show", str(image)], capture=True).stdout.strip()
+        entry["device"] = dev
+        self._save()
+        if partitions:
+            self.runner(["partx", "-a", dev], check=False)
+        return dev
+
+    def mounts_under(self, path: Path | str) -> None:
+        """For tools that mount on their own (mmdebstrap): undo unmounts whatever is below path."""
+        self._record({"kind": "under", "path": os.path.realpath(path)})
+
+    def spawn(self, argv: Sequence[str], **popen) -> subprocess.Popen:
+        """Start a long-lived process (a server, a VM) in its own group; undo ends the group."""
+        proc = subprocess.Popen(list(argv), process_group=0, **popen)
+        self._record({"kind": "process", "pid": proc.pid, "start": _start_time(proc.pid)})
+        return proc
+
+    def _watch(self, pid: int) -> dict:
+        return self._record({"kind": "process", "pid": pid, "start": _start_time(pid)})
+
+    def _unwatch(self, entry: dict) -> None:
+        if entry in self.entries:
+            self._forget(entry)
+
+    def undo_last(self) -> None:
+        if self.entries:
+            entry = self.entries[-1]
+            undo(entry, self.runner)
+            self._forget(entry)
+
+    def mark(self) -> int:
+        return len(self.entries)
+
+    def undo_to(self, mark: int) -> None:
+        """Undo, newest first, what was recorded after `mark` (a nested scope)."""
+        while len(self.entries) > mark:
+            self.undo_last()
+
+    def close(self) -> None:
+        """Undo everything in reverse order, then drop the state file."""
+        errors = []
+        while self.entries:
+            try:
+                self.undo_last()
+            except Exception as exc:  # keep undoing the rest; report after
+                errors.append(exc)
+                self.entries.pop()
+        self.path.unlink(missing_ok=True)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "Ledger":
+        self._save()
+        self._observers = (runmod.spawn_observer, runmod.exit_observer)
+        runmod.spawn_observer, runmod.exit_observer = self._watch, self._unwatch
+        if _in_main_thread():
+            self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        runmod.spawn_observer, runmod.exit_observer = self._observers
+        try:
+            self.close()
+        finally:
+            if self._old_term is not None:
+                signal.signal(signal.SIGTERM, self._old_term)
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def mounts_below(path: str) -> list[str]:
+    """Mount points at or below path, deepest first."""
+    prefix = path.rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            targets = [line.split()[4] for line in fh]
+    except OSError:
+        return []
+    found = [t for t in targets if t == path or t.startswith(prefix)]
+    return sorted(set(found), key=len, reverse=True)
+
+
+def undo(entry: dict, runner: Runner = run) -> None:
+    kind = entry["kind"]
+    if kind == "under":
+        for target in mounts_below(entry["path"]):
+            if runner(["umount", target], check=False).returncode != 0:
+                runner(["umount", "-l", target], check=False)
+    elif kind == "mount":
+        target = entry["target"]
+        if _is_mounted(target):
+            if runner(["umount", "-R", target], check=False).returncode != 0:
+                runner(["umount", "-R", "-l", target], check=False)
+        if entry.get("rmdir") and not _is_mounted(target):
+            try:
+                os.rmdir(target)
+            except OSError:
+                pass
+    elif kind == "loop":
+        dev = entry.get("device")
+        if dev:
+            runner(["partx", "-d", dev], check=False)
+            runner(["losetup", "-d", dev], check=False)
+    elif kind == "process":
+        # Each process was started as the leader of its own group: end the whole group.
+        pid = entry["pid"]
+        leader_alive = entry.get("start") and _start_time(pid) == entry["start"]
+        if leader_alive:
+            _signal_group(pid, signal.SIGTERM)
+            for _ in range(50):
+                if _start_time(pid) != entry["start"]:
+                    break
+                time.sleep(0.1)
+        _signal_group(pid, signal.SIGKILL)
+        if leader_alive:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def recover(state_dir: Path, runner: Runner = run) -> int:
+    """Undo what builds that died (SIGKILL, power loss) left behind. Returns entries undone."""
+    state_dir = Path(state_dir)
+    count = 0
+    for path in sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        if state.get("start") and _start_time(state["pid"]) == state["start"]:
+            continue  # its owner is alive: not ours to touch
+        for entry in reversed(state.get("entries", [])):
+            log.info(f"recover: undoing {entry} left by dead pid {state['pid']}")
+            undo(entry, runner)
+            count += 1
+        path.unlink(missing_ok=True)
+    return count

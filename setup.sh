@@ -1,0 +1,45 @@
+#!/bin/sh
+# distonet set-up and entry point: installs what the host needs (idempotent), then
+#   ./setup.sh build [doit args]   builds the default recipe (or the args given)
+#   ./setup.sh test  [pytest args] runs the whole test suite
+#   ./setup.sh       set-up only
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+
+host_packages="mmdebstrap debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin
+grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux"
+
+missing=""
+for p in $host_packages; do
+    dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing host packages:$missing"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+
+stamp=.venv/.distonet-installed
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$stamp"
+fi
+# `doit` usable directly: link it onto PATH unless something else already owns that name.
+link=/usr/local/bin/doit
+if [ ! -e "$link" ] || [ -L "$link" ]; then
+    ln -sfn "$here/.venv/bin/doit" "$link"
+fi
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    build) exec .venv/bin/doit build "$@" ;;
+    test)  exec .venv/bin/python -m pytest -ra "$@" ;;
+    "")    echo "setup: done (.venv/bin/doit, .venv/bin/python -m pytest)" ;;
+    *)     echo "usage: $0 [build|test] [args]" >&2; exit 2 ;;
+esac
