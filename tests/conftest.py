@@ -1,0 +1,37 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distonet import PROJECT_ROOT
+from distonet.paths import Paths
+
+RECIPES = PROJECT_ROOT / "recipes"
+
+
+@pytest.fixture
+def recipes(tmp_path) -> Path:
+    """A recipes dir holding a copy of the shipped recipes; tests add their own files to it."""
+    d = tmp_path / "recipes"
+    shutil.copytree(RECIPES, d)
+    return d
+
+
+def write(dir_: Path, name: str, text: str) -> Path:
+    path = dir_ / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def paths(tmp_path, recipes) -> Paths:
+    return Paths(recipes=recipes, cache=tmp_path / "cache", output=tmp_path / "output")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="integration tests need root")
+        for item in items:
+            if "integration" in item.keywords:
+                item.add_marker(skip)
