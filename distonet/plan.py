@@ -27,7 +27,7 @@ class StageKind(StrEnum):
 
 
 # Bump a kind's version when its implementation changes what it writes.
-STAGE_VERSIONS = {StageKind.bootstrap: 1, StageKind.packages: 1, StageKind.seal: 1}
+STAGE_VERSIONS = {StageKind.bootstrap: 1, StageKind.packages: 3, StageKind.seal: 1}
 
 _UUID_NS = uuid.UUID("6f1f8a52-5d1e-4c1b-9a43-0d15f0a7e001")
 
