@@ -137,13 +137,13 @@ def make_plan(recipe: Recipe, paths: Paths, *, mirror: str, archive: str) -> Bui
                     changed = True
     order = _topo(wanted)
     seal = stages[-1]
-    boot_slice = recipe.boot.model_dump(mode="json")
     steps = []
     keys: dict[str, str] = {}
     for name in order:
         cls = OUTPUTS[name]
         key = digest({"seal": seal.key, "output": name, "version": cls.version,
-                      "options": wanted[name].model_dump(mode="json"), "boot": boot_slice,
+                      "options": wanted[name].model_dump(mode="json"),
+                      "reads": {r: getattr(recipe, r).model_dump(mode="json") for r in cls.reads},
                       "needs": {n: keys[n] for n in cls.needs}})
         keys[name] = key
         steps.append(OutputStep(name, wanted[name], cls.needs, key))

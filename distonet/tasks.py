@@ -40,6 +40,19 @@ def _guard(fn, *args):
     return action
 
 
+class Check:
+    """An uptodate callable that says what it checks in `doit info`."""
+
+    def __init__(self, what: str, fn):
+        self.what, self.fn = what, fn
+
+    def __call__(self) -> bool:
+        return bool(self.fn())
+
+    def __repr__(self) -> str:
+        return self.what
+
+
 def make_tasks(plan: BuildPlan, since: float | None = None):
     since = since if since is not None else time.time()
     r = plan.recipe.name
@@ -49,7 +62,7 @@ def make_tasks(plan: BuildPlan, since: float | None = None):
             "doc": f"{stage.kind} stage [{stage.key[:12]}]",
             "actions": [_guard(build.build_stage, plan, stage.name)],
             "targets": [str(plan.stamp(stage))],
-            "uptodate": [lambda s=stage: plan.stamp(s).is_file()],
+            "uptodate": [Check(f"snapshot {stage.key[:12]} is complete", plan.stamp(stage).is_file)],
             "task_dep": [f"{stage.parent.name}:{r}"] if stage.parent else [],
             "verbosity": 2,
         }
@@ -60,7 +73,8 @@ def make_tasks(plan: BuildPlan, since: float | None = None):
             "doc": f"output {', '.join(files)}",
             "actions": [_guard(build.build_output, plan, step.name)],
             "targets": [str(plan.out_dir / f) for f in files],
-            "uptodate": [lambda n=step.name: build.output_current(plan, n)],
+            "uptodate": [Check(f"{step.name} was made for key {step.key[:12]}",
+                               lambda n=step.name: build.output_current(plan, n))],
             "task_dep": [f"{plan.sealed.name}:{r}", *(f"{n}:{r}" for n in step.needs)],
             "verbosity": 2,
         }
@@ -69,7 +83,8 @@ def make_tasks(plan: BuildPlan, since: float | None = None):
         "doc": "manifest.json: artifacts, packages, timings",
         "actions": [_guard(build.write_build_manifest, plan)],
         "targets": [str(plan.out_dir / "manifest.json")],
-        "uptodate": [lambda: build.manifest_current(plan)],
+        "uptodate": [Check(f"manifest is for build {build.manifest_key(plan)}",
+                           lambda: build.manifest_current(plan))],
         "task_dep": [f"{o.name}:{r}" for o in plan.outputs],
     }
     yield {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: 
     pattern = re.compile(marker, re.MULTILINE)
     start = time.monotonic()
     mark = ledger.mark()
-    proc = ledger.spawn(argv, stdin=subprocess_devnull(), stdout=subprocess_devnull(), stderr=open(console.with_suffix(".qemu.log"), "w"))
+    with open(console.with_suffix(".qemu.log"), "w") as err:
+        proc = ledger.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     try:
         while time.monotonic() - start < timeout:
             if console.exists() and pattern.search(console.read_text(errors="replace")):
@@ -60,11 +62,6 @@ def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: 
         return False, time.monotonic() - start
     finally:
         ledger.undo_to(mark)
-
-
-def subprocess_devnull():
-    import subprocess
-    return subprocess.DEVNULL
 
 
 def pick_accel(ledger: Ledger, cache: Path, kernel: Path | None) -> str:

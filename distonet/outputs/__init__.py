@@ -7,6 +7,7 @@ atomically and returns the artifacts for the manifest.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -27,6 +28,8 @@ class Output:
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = Options
     needs: ClassVar[tuple[str, ...]] = ()
+    # Recipe sections (besides the sealed tree and the options) that change what this output writes.
+    reads: ClassVar[tuple[str, ...]] = ()
     # Bump when the way this output is made changes, so cached artifacts are remade.
     version: ClassVar[int] = 1
 
@@ -42,7 +45,8 @@ class Output:
         """Files this output writes, relative to the recipe's output directory."""
         raise NotImplementedError
 
-    def make(self, tree: "Path", ledger) -> list["Artifact"]:
+    def make(self, tree: Path, ledger, runner) -> list["Artifact"]:
+        """Write the files from the sealed `tree` (mounted read-only); return the artifacts."""
         raise NotImplementedError
 
 
@@ -51,5 +55,3 @@ def load_all() -> dict[str, type[Output]]:
     from . import disk, kernel, qcow2, rootfs  # noqa: F401
     return REGISTRY
 
-
-from pathlib import Path  # noqa: E402  (used in annotations above)

@@ -29,6 +29,7 @@ class Disk(Output):
     name = "disk"
     Options = DiskOptions
     needs = ("rootfs",)
+    reads = ("boot",)
 
     def files(self) -> list[str]:
         return ["disk.raw"]

@@ -122,3 +122,21 @@ def test_copy_verify_against_a_plain_file(tmp_path):
     assert target.read_bytes()[: data["size"]] == img.read_bytes()
     with pytest.raises(BuildError, match="does not match"):
         copy_verify(img, target, data["size"], "0" * 64)
+
+
+def test_archive_state_uses_the_last_copy_offline(tmp_path):
+    from distonet.errors import BuildError
+    from distonet.hostapt import archive_state
+    mirror = tmp_path / "mirror"
+    (mirror / "dists/trixie").mkdir(parents=True)
+    (mirror / "dists/trixie/InRelease").write_text("Origin: Debian\nDate: 1\n")
+    url = f"file://{mirror}"
+    first = archive_state(url, "trixie", tmp_path / "cache")
+    assert first == hashlib.sha256(b"Origin: Debian\nDate: 1\n").hexdigest()
+    (mirror / "dists/trixie/InRelease").write_text("Origin: Debian\nDate: 2\n")
+    assert archive_state(url, "trixie", tmp_path / "cache") != first  # a changed archive changes keys
+    second = archive_state(url, "trixie", tmp_path / "cache")
+    (mirror / "dists/trixie/InRelease").unlink()  # "offline"
+    assert archive_state(url, "trixie", tmp_path / "cache") == second
+    with pytest.raises(BuildError, match="cannot read"):
+        archive_state(url, "sid", tmp_path / "cache")

@@ -87,3 +87,11 @@ def test_root_uuid_is_deterministic_and_per_image(paths):
     write(paths.recipes, "m2", "extends: minimal\nhostname: other\n")
     assert plan_of("minimal", paths).root_uuid == plan_of("minimal", paths).root_uuid
     assert plan_of("minimal", paths).root_uuid != plan_of("m2", paths).root_uuid
+
+
+def test_boot_settings_change_the_disk_only(paths):
+    write(paths.recipes, "m2", "extends: minimal\nboot: {cmdline: [quiet]}\n")
+    a, b = plan_of("minimal", paths), plan_of("m2", paths)
+    assert keys(a) == keys(b)
+    assert a.output("rootfs").key == b.output("rootfs").key
+    assert a.output("disk").key != b.output("disk").key and a.output("qcow2").key != b.output("qcow2").key
