@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate recipes (all when none named)")
     check.add_argument("recipes", nargs="*")
     sub.add_parser("schema", help="print the recipe JSON Schema")
+    sub.add_parser("prune", help="remove stage snapshots that no manifest in output/ uses")
     deploy = sub.add_parser("deploy-lvm", help="create an LV of exactly rootfs.img's size, copy, verify")
     deploy.add_argument("manifest", type=Path)
     deploy.add_argument("vg")
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "schema":
             from .recipe import json_schema
             print(json.dumps(json_schema(), indent=2))
+        elif args.cmd == "prune":
+            from .build import prune
+            removed = prune(Paths.default())
+            print(f"prune: removed {len(removed)} snapshot(s)")
         elif args.cmd == "deploy-lvm":
             from .deploy import deploy_lvm
             print(deploy_lvm(args.manifest, args.vg, args.lv))

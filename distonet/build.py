@@ -119,20 +119,44 @@ def summary(plan: BuildPlan, since: float) -> str:
     return "\n".join(lines)
 
 
+def stages_in_use(paths: Paths, skip: str | None = None) -> set[str]:
+    """Stage keys that the manifests in output/ (except recipe `skip`'s) were built from."""
+    keys = set()
+    for manifest in paths.output.glob("*/manifest.json"):
+        if manifest.parent.name != skip:
+            try:
+                keys |= {s["key"][:32] for s in json.loads(manifest.read_text())["stages"]}
+            except (OSError, ValueError, KeyError):
+                pass
+    return keys
+
+
+def prune(paths: Paths, runner=run) -> list[Path]:
+    """Remove the stage snapshots no manifest in output/ uses (old archive states, old layers)."""
+    recover(paths.ledger, runner)
+    keep = stages_in_use(paths)
+    removed = []
+    for d in sorted(paths.stages.glob("*")) if paths.stages.is_dir() else []:
+        name = d.name.split(".", 1)[0]
+        if name in keep:
+            continue
+        if ".partial-" in d.name and Path(f"/proc/{d.name.rsplit('-', 1)[1]}").exists():
+            continue  # a live build is making it
+        if d.suffix == ".lock":
+            continue
+        remove_tree(d)
+        removed.append(d)
+    return removed
+
+
 def clean(plan: BuildPlan, runner=run) -> None:
     """Unmount first (anything a dead build left), then delete the recipe's outputs and the
     stage snapshots no other recipe's manifest still uses."""
     recover(plan.paths.ledger, runner)
-    keep = set()
-    for manifest in plan.paths.output.glob("*/manifest.json"):
-        if manifest.parent.name != plan.recipe.name:
-            try:
-                keep |= {s["key"] for s in json.loads(manifest.read_text())["stages"]}
-            except (OSError, ValueError, KeyError):
-                pass
+    keep = stages_in_use(plan.paths, skip=plan.recipe.name)
     remove_tree(plan.out_dir)
     for stage in plan.stages:
-        if stage.key not in keep:
+        if stage.key[:32] not in keep:
             remove_tree(plan.stage_dir(stage))
             for partial in plan.paths.stages.glob(plan.stage_dir(stage).name + ".partial-*"):
                 remove_tree(partial)

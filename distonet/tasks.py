@@ -14,6 +14,7 @@ from . import build
 from .errors import BootError, DistonetError
 from .outputs import REGISTRY as OUTPUTS
 from .plan import BuildPlan
+from .stages import stage_done
 
 DEFAULT_RECIPE = "minimal"
 
@@ -62,7 +63,8 @@ def make_tasks(plan: BuildPlan, since: float | None = None):
             "doc": f"{stage.kind} stage [{stage.key[:12]}]",
             "actions": [_guard(build.build_stage, plan, stage.name)],
             "targets": [str(plan.stamp(stage))],
-            "uptodate": [Check(f"snapshot {stage.key[:12]} is complete", plan.stamp(stage).is_file)],
+            "uptodate": [Check(f"snapshot {stage.key[:12]} and its parents are complete",
+                               lambda s=stage: stage_done(plan, s))],
             "task_dep": [f"{stage.parent.name}:{r}"] if stage.parent else [],
             "verbosity": 2,
         }

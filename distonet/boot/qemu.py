@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import log
+from ..errors import ToolMissing
 from ..ledger import Ledger
 from ..paths import Paths
+from ..run import check_tools
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -110,6 +112,9 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
               kernel: Path | None = None, paths: Paths | None = None, name: str | None = None,
               log_dir: Path | None = None) -> BootResult:
     paths = paths or Paths.default()
+    check_tools(["qemu-system-x86_64"])
+    if firmware == "uefi" and not OVMF_CODE.is_file():
+        raise ToolMissing(f"{OVMF_CODE}: not found", hint="run ./setup.sh (it installs ovmf)")
     fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
     name = name or f"{disk.name}/{firmware}"
     with tempfile.TemporaryDirectory(prefix="distonet-boot-") as tmp, Ledger(paths.ledger) as ledger:

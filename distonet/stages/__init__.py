@@ -9,6 +9,8 @@ only a partial directory that the next run removes (after undoing its mounts).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -23,7 +25,8 @@ from ..run import Runner, run
 
 
 def stage_done(plan: BuildPlan, stage: Stage) -> bool:
-    return plan.stamp(stage).is_file()
+    """Complete, and so are the layers below it (a pruned parent invalidates its children)."""
+    return all(plan.stamp(s).is_file() for s in stage.ancestry())
 
 
 def read_stamp(plan: BuildPlan, stage: Stage) -> dict:
@@ -52,6 +55,26 @@ def run_stage(plan: BuildPlan, stage: Stage, runner: Runner = run) -> dict:
         return read_stamp(plan, stage)
     if stage.parent is not None and not stage_done(plan, stage.parent):
         run_stage(plan, stage.parent, runner)
+    with stage_lock(plan, stage):
+        # Another build (a recipe sharing this stage) may have made it while we waited.
+        if stage_done(plan, stage):
+            return read_stamp(plan, stage)
+        return _build(plan, stage, impl, runner)
+
+
+@contextlib.contextmanager
+def stage_lock(plan: BuildPlan, stage: Stage):
+    """One builder per stage across processes; the kernel drops the lock if its holder dies."""
+    plan.paths.stages.mkdir(parents=True, exist_ok=True)
+    with open(plan.paths.stages / f"{stage.key[:32]}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(plan: BuildPlan, stage: Stage, impl, runner: Runner) -> dict:
     recover(plan.paths.ledger, runner)
     plan.paths.stages.mkdir(parents=True, exist_ok=True)
     _clear_partials(plan, stage)

@@ -140,3 +140,11 @@ def test_archive_state_uses_the_last_copy_offline(tmp_path):
     assert archive_state(url, "trixie", tmp_path / "cache") == second
     with pytest.raises(BuildError, match="cannot read"):
         archive_state(url, "sid", tmp_path / "cache")
+
+
+def test_mmdebstrap_reuses_saved_lists_and_skips_update(paths, tmp_path):
+    plan = plan_of("minimal", paths)
+    argv = bootstrap_argv(plan, tmp_path / "t", lists=tmp_path / "lists")
+    assert "--skip=update" in argv and f"--setup-hook=sync-in {tmp_path / 'lists'} /var/lib/apt/lists/" in argv
+    argv = bootstrap_argv(plan, tmp_path / "t", save_lists=tmp_path / "save")
+    assert "--skip=update" not in argv and f"--customize-hook=sync-out /var/lib/apt/lists {tmp_path / 'save'}" in argv
