@@ -15,6 +15,7 @@ from .hostapt import archive_state, default_mirror
 from .ledger import Ledger, recover
 from .manifest import Artifact, artifact_dicts, write_atomic, write_manifest
 from .outputs import REGISTRY as OUTPUTS
+from .namespace import enter_private_mounts
 from .paths import Paths
 from .plan import BuildPlan, make_plan
 from .recipe import load_recipe
@@ -51,6 +52,7 @@ def output_current(plan: BuildPlan, output: str) -> bool:
 
 def build_stage(plan: BuildPlan, stage_name: str) -> dict:
     check_tools(HOST_TOOLS + [str(plan.recipe.distribution.bootstrap)])
+    enter_private_mounts()
     return run_stage(plan, plan.stage(stage_name))
 
 
@@ -58,6 +60,7 @@ def build_output(plan: BuildPlan, output: str, runner=run) -> list[Artifact]:
     step = plan.output(output)
     out = plan.out_dir
     (out / ".state").mkdir(parents=True, exist_ok=True)
+    enter_private_mounts()
     recover(plan.paths.ledger, runner)
     started = time.time()
     with log.step(f"{output} → {out}") as timing, Ledger(plan.paths.ledger, runner) as ledger:

@@ -95,7 +95,7 @@ class Ledger:
 
     def spawn(self, argv: Sequence[str], **popen) -> subprocess.Popen:
         """Start a long-lived process (a server, a VM) in its own group; undo ends the group."""
-        proc = subprocess.Popen(list(argv), process_group=0, **popen)
+        proc = subprocess.Popen(list(argv), process_group=0, preexec_fn=runmod.die_with_parent, **popen)
         self._record({"kind": "process", "pid": proc.pid, "start": _start_time(proc.pid)})
         return proc
 
@@ -199,6 +199,7 @@ def undo(entry: dict, runner: Runner = run) -> None:
         if leader_alive:
             _signal_group(pid, signal.SIGTERM)
             for _ in range(50):
+                _reap(pid)
                 if _start_time(pid) != entry["start"]:
                     break
                 time.sleep(0.1)
@@ -208,6 +209,14 @@ def undo(entry: dict, runner: Runner = run) -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child, so it does not linger as a zombie that looks alive."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -42,6 +42,7 @@ def run(argv: Sequence[str], *, check: bool = True, capture: bool = False, env: 
         full_env.update(env)
     try:
         proc = subprocess.Popen(argv, env=full_env, cwd=cwd, text=True, process_group=0,
+                                preexec_fn=die_with_parent,
                                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE if capture else None,
                                 stderr=subprocess.PIPE if capture else None)
@@ -60,6 +61,17 @@ def run(argv: Sequence[str], *, check: bool = True, capture: bool = False, env: 
         detail = f"\n{result.stderr.strip()[-2000:]}" if result.stderr.strip() else ""
         raise CommandError(f"command failed ({proc.returncode}): {shlex.join(argv)}{detail}")
     return result
+
+
+_libc = None
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the build process dies (PR_SET_PDEATHSIG)."""
+    global _libc
+    import ctypes
+    _libc = _libc or ctypes.CDLL(None, use_errno=True)
+    _libc.prctl(1, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

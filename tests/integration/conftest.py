@@ -27,10 +27,26 @@ def doit(*args, recipes: Path | None = None, check=True, timeout=3600):
     return proc
 
 
+def processes_inside(path: Path) -> list[str]:
+    """Processes whose root or working directory is below `path` (a chroot still in use)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            for link in ("root", "cwd"):
+                try:
+                    target = os.readlink(proc / link)
+                except OSError:
+                    continue
+                if target.startswith(str(path)):
+                    found.append(f"pid {proc.name} {link}={target}")
+    return found
+
+
 def leftovers(paths: Paths) -> list[str]:
+    """What a build could leave on the host: mounts, loop devices, processes in its trees."""
     mounts = mounts_below(str(paths.cache.resolve())) + mounts_below(str(paths.output.resolve()))
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
-    return mounts + [l for l in loops if str(PROJECT_ROOT) in l]
+    return mounts + [l for l in loops if str(PROJECT_ROOT) in l] + processes_inside(paths.cache.resolve())
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Stage sharing, late-layer changes, a SIGKILLed build, clean, and the previous stable."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,6 @@ import pytest
 
 from distonet import PROJECT_ROOT
 from distonet.build import load_plan
-from distonet.ledger import mounts_below
 from distonet.paths import Paths
 from tests.integration.conftest import doit, leftovers
 
@@ -61,24 +61,37 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def ledger_entries(paths) -> list[dict]:
+    entries = []
+    for f in paths.ledger.glob("*.json"):
+        try:
+            entries += json.loads(f.read_text())["entries"]
+        except (OSError, ValueError):
+            pass
+    return entries
+
+
 def test_sigkill_during_a_package_stage_leaves_nothing_and_next_build_completes(minimal_plan, recipes):
     (recipes / "killed.yaml").write_text(
         "extends: minimal\nhostname: killed\npackages: {slow: [python3]}\nreplace: [outputs]\noutputs: {rootfs: {}}\n")
     plan = plan_for("killed", recipes)
     stage = plan.stage("packages.slow")
-    work = str(plan.paths.work.resolve())
     env = dict(os.environ, DISTONET_RECIPES=str(recipes))
     proc = subprocess.Popen([sys.executable, "-m", "doit", "build", "recipe=killed"], cwd=PROJECT_ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # The layer is being installed once its chroot has devpts mounted on the overlay.
-        wait_for(lambda: any(m.endswith("/dev/pts") for m in mounts_below(work)), 600, "the package stage")
+        # The layer is being installed once its chroot has devpts mounted (the ledger says so).
+        wait_for(lambda: any(e.get("target", "").endswith("/dev/pts") for e in ledger_entries(plan.paths)),
+                 600, "the package stage")
         time.sleep(1.0)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert mounts_below(work), "the kill should have landed while the stage had mounts"
+    assert any(e["kind"] == "mount" for e in ledger_entries(plan.paths)), "killed mid-stage"
     assert not plan.stamp(stage).exists()
+    # The build's mounts lived in its private mount namespace: none is visible on the host, and its
+    # children died with it (parent-death signal). Give the kernel a moment to reap them.
+    wait_for(lambda: leftovers(plan.paths) == [], 60, "the killed build's leftovers to vanish")
 
     doit("build", "recipe=killed", recipes=recipes)
     assert plan.stamp(stage).is_file()

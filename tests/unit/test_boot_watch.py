@@ -1,0 +1,39 @@
+"""The serial-console watcher, driven by a stand-in for QEMU that writes a console file."""
+
+import time
+
+from distonet.boot.qemu import LOGIN, qemu_argv, watch
+from distonet.ledger import Ledger
+
+
+def fake_vm(console, text, then_sleep=30):
+    return ["sh", "-c", f"sleep 0.3; printf '%s' '{text}' > {console}; sleep {then_sleep}"]
+
+
+def test_marker_reached_and_vm_stopped(tmp_path):
+    console = tmp_path / "console.log"
+    with Ledger(tmp_path / "ledger") as led:
+        ok, secs = watch(led, fake_vm(console, "Debian GNU/Linux 13 node ttyS0\n\nnode login: "), console, LOGIN, 20)
+        assert led.entries == []  # the VM process was ended and forgotten
+    assert ok and secs < 10
+
+
+def test_kernel_panic_fails_fast(tmp_path):
+    console = tmp_path / "console.log"
+    start = time.monotonic()
+    with Ledger(tmp_path / "ledger") as led:
+        ok, _ = watch(led, fake_vm(console, "[ 4.2] Kernel panic - not syncing: Fatal exception\n"), console, LOGIN, 20)
+    assert not ok and time.monotonic() - start < 10
+
+
+def test_vm_exit_without_marker_fails(tmp_path):
+    console = tmp_path / "console.log"
+    with Ledger(tmp_path / "ledger") as led:
+        ok, _ = watch(led, fake_vm(console, "no prompt here\n", then_sleep=0), console, LOGIN, 20)
+    assert not ok
+
+
+def test_tcg_gets_one_vcpu(tmp_path):
+    argv = qemu_argv("tcg", tmp_path / "c")
+    assert argv[argv.index("-smp") + 1] == "1" and argv[argv.index("-accel") + 1] == "tcg"
+    assert qemu_argv("kvm", tmp_path / "c")[argv.index("-smp") + 1] == "2"
