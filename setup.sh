@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
 host_packages="mmdebstrap debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin
-grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux"
+grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux passwd"
 
 missing=""
 for p in $host_packages; do
