@@ -35,7 +35,7 @@ def _guard(fn, *args):
         except DistonetError as exc:
             print(f"distonet: error: {exc}", file=sys.stderr)
             return False
-        return None if result is None or not isinstance(result, (dict, str, bool)) else result
+        return result if isinstance(result, dict) else None  # a dict becomes the task's values
     action.__name__ = getattr(fn, "__name__", "action")
     action.__doc__ = fn.__doc__
     return action

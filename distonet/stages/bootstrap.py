@@ -37,7 +37,7 @@ def bootstrap_argv(plan: BuildPlan, tree: Path, lists: Path | None = None, save_
             '--setup-hook=mkdir -p "$1"/var/cache/apt/archives',
             f"--setup-hook=sync-in {cache} /var/cache/apt/archives/",
             f"--customize-hook=sync-out /var/cache/apt/archives {cache}",
-            *([f"--setup-hook=mkdir -p \"$1\"/var/lib/apt/lists",
+            *(["--setup-hook=mkdir -p \"$1\"/var/lib/apt/lists",
                f"--setup-hook=sync-in {lists} /var/lib/apt/lists/", "--skip=update"] if lists else []),
             *([f"--customize-hook=sync-out /var/lib/apt/lists {save_lists}"] if save_lists else []),
             dist.suite, str(tree), plan.mirror]
