@@ -27,7 +27,7 @@ class StageKind(StrEnum):
 
 
 # Bump a kind's version when its implementation changes what it writes.
-STAGE_VERSIONS = {StageKind.bootstrap: 1, StageKind.packages: 3, StageKind.seal: 1}
+STAGE_VERSIONS = {StageKind.bootstrap: 1, StageKind.packages: 3, StageKind.seal: 2}
 
 _UUID_NS = uuid.UUID("6f1f8a52-5d1e-4c1b-9a43-0d15f0a7e001")
 
@@ -118,7 +118,8 @@ def make_plan(recipe: Recipe, paths: Paths, *, mirror: str, archive: str) -> Bui
         parent = _stage(f"packages.{name}", StageKind.packages, parent,
                         {"packages": sorted(set(pkgs)), "archive": archive})
         stages.append(parent)
-    seal_inputs = {"hostname": recipe.hostname, "access": recipe.access.model_dump(mode="json")}
+    seal_inputs = {"hostname": recipe.hostname, "access": recipe.access.model_dump(mode="json"),
+                   "network": recipe.network.model_dump(mode="json")}
     # The root filesystem's UUID is part of what seal writes (fstab), derived from what it depends on.
     root_uuid = str(uuid.uuid5(_UUID_NS, digest({"parent": parent.key, **seal_inputs})))
     seal_inputs["root_uuid"] = root_uuid

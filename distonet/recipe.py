@@ -57,6 +57,10 @@ class Boot(Model):
     timeout: int = Field(300, description="seconds a boot test waits for the marker")
 
 
+class Network(Model):
+    dhcp: bool = Field(True, description="DHCP on every Ethernet interface (systemd-networkd)")
+
+
 class Access(Model):
     root_password_hash: Optional[str] = Field(None, description="crypt(3) hash; root stays locked without it")
     ssh_keys: tuple[str, ...] = Field((), description="public keys for root's authorized_keys")
@@ -80,6 +84,7 @@ class Recipe(Model):
     kernel: Kernel = Kernel()
     boot: Boot = Boot()
     access: Access = Access()
+    network: Network = Network()
     hostname: str = "distonet"
     outputs: Outputs = Field(default_factory=Outputs)  # type: ignore[valid-type]
     vars: dict[str, Any] = Field(default_factory=dict, description="values for site templates")

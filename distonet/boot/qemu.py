@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -36,6 +37,7 @@ class BootResult:
     seconds: float
     accel: str
     console: str = field(repr=False)
+    ssh_banner: str | None = None
 
     def line(self) -> str:
         state = f"reached in {self.seconds:.1f}s" if self.reached else f"NOT reached after {self.seconds:.0f}s"
@@ -49,8 +51,10 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: float) -> tuple[bool, float]:
-    """Start QEMU (its serial console in `console`), wait for `marker`, then stop it."""
+def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: float,
+          after=None) -> tuple[bool, float]:
+    """Start QEMU (its serial console in `console`), wait for `marker` — and then, if given, for
+    `after()` to be true (a check from outside, such as an ssh banner) — then stop it."""
     pattern = re.compile(marker, re.MULTILINE)
     fatal = re.compile(FATAL)
     start = time.monotonic()
@@ -60,7 +64,7 @@ def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: 
     try:
         while time.monotonic() - start < timeout:
             text = console.read_text(errors="replace") if console.exists() else ""
-            if pattern.search(text):
+            if pattern.search(text) and (after is None or after()):
                 return True, time.monotonic() - start
             if fatal.search(text):
                 break
@@ -103,6 +107,30 @@ def qemu_argv(accel: str, console: Path, memory: int = 1024) -> list[str]:
             "-serial", f"file:{console}"]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def net_args(ssh_port: int | None = None) -> list[str]:
+    """QEMU user networking (DHCP from QEMU, host side on loopback); optionally the guest's
+    port 22 forwarded to 127.0.0.1:ssh_port."""
+    fwd = f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if ssh_port else ""
+    return ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
+
+
+def ssh_banner(port: int, timeout: float = 3) -> str | None:
+    """The SSH server's identification line on 127.0.0.1:port, or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            data = sock.recv(256)
+    except OSError:
+        return None
+    line = data.decode(errors="replace").splitlines()[0] if data else ""
+    return line if line.startswith("SSH-") else None
+
+
 def disk_args(disk: Path, fmt: str) -> list[str]:
     # snapshot=on: a boot test never changes the artifact it proves.
     return ["-drive", f"file={disk},format={fmt},if=virtio,snapshot=on"]
@@ -119,7 +147,9 @@ def firmware_args(firmware: str, workdir: Path) -> list[str]:
 
 def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float = 300,
               kernel: Path | None = None, paths: Paths | None = None, name: str | None = None,
-              log_dir: Path | None = None) -> BootResult:
+              log_dir: Path | None = None, ssh: bool = False) -> BootResult:
+    """Boot `disk` with `firmware` until `marker` shows on the serial console; with ssh, also
+    until sshd answers through a port forwarded from 127.0.0.1 (the banner is in the result)."""
     paths = paths or Paths.default()
     check_tools(["qemu-system-x86_64"])
     if firmware == "uefi" and not OVMF_CODE.is_file():
@@ -130,14 +160,24 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
         workdir = Path(tmp)
         accel = pick_accel(ledger, paths.cache, kernel)
         console = workdir / "console.log"
-        argv = qemu_argv(accel, console) + firmware_args(firmware, workdir) + disk_args(disk, fmt)
-        with log.step(f"boot {name} ({accel}), waiting for /{marker}/"):
-            reached, seconds = watch(ledger, argv, console, marker, timeout)
+        port = free_port() if ssh else None
+        banner: list[str] = []
+
+        def sshd_answers() -> bool:
+            line = ssh_banner(port)
+            if line:
+                banner.append(line)
+            return bool(line)
+
+        argv = (qemu_argv(accel, console) + firmware_args(firmware, workdir) + disk_args(disk, fmt)
+                + net_args(port))
+        with log.step(f"boot {name} ({accel}), waiting for /{marker}/{' and sshd' if ssh else ''}"):
+            reached, seconds = watch(ledger, argv, console, marker, timeout, after=sshd_answers if ssh else None)
         text = console.read_text(errors="replace") if console.exists() else ""
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
             (log_dir / f"boot-{name.replace('/', '-')}.log").write_text(text)
-    return BootResult(name, reached, round(seconds, 1), accel, text)
+    return BootResult(name, reached, round(seconds, 1), accel, text, banner[0] if banner else None)
 
 
 def boot_recipe(plan) -> list[BootResult]:

@@ -24,6 +24,15 @@ ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 """
 
+DHCP_NETWORK = """\
+# distonet: DHCP on every Ethernet interface (recipe key network.dhcp)
+[Match]
+Type=ether
+
+[Network]
+DHCP=yes
+"""
+
 REMOVE_GLOBS = [
     "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*",
     "var/lib/apt/lists/*_*", "var/lib/apt/lists/partial/*", "var/cache/debconf/*-old",
@@ -60,6 +69,12 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
         dropin = root / "etc/systemd/system/ssh.service.d"
         dropin.mkdir(parents=True, exist_ok=True)
         (dropin / "distonet-hostkeys.conf").write_text(SSH_KEYGEN_DROPIN)
+    if inputs.get("network", {}).get("dhcp") and (root / "usr/lib/systemd/system/systemd-networkd.service").exists():
+        netdir = root / "etc/systemd/network"
+        netdir.mkdir(parents=True, exist_ok=True)
+        (netdir / "80-distonet-dhcp.network").write_text(DHCP_NETWORK)
+        # The image's own systemctl, offline: it knows its units' [Install] sections.
+        runner(["chroot", str(root), "systemctl", "enable", "systemd-networkd.service"])
     access = inputs["access"]
     # Root stays locked ('*' in shadow, as debootstrap leaves it) unless the recipe opens it.
     password = access.get("root_password_hash") or "*"

@@ -77,11 +77,14 @@ def test_doit_boot_reaches_login_with_bios_and_uefi(minimal_build):
     assert "disk/uefi    reached in" in proc.stderr
 
 
-def test_qcow2_boots_to_login(minimal_plan):
+def test_qcow2_boots_to_login_and_sshd_answers_with_fresh_host_keys(minimal_plan):
+    """DHCP from QEMU's user network, host keys made at first boot, sshd reachable through a
+    port forwarded to 127.0.0.1: the path a user's ssh takes."""
     from distonet.boot.qemu import boot_disk
     result = boot_disk(minimal_plan.out_dir / "disk.qcow2", "uefi", kernel=minimal_plan.out_dir / "vmlinuz",
-                       name="qcow2/uefi")
+                       name="qcow2/uefi", ssh=True)
     assert result.reached, result.console[-3000:]
+    assert result.ssh_banner.startswith("SSH-2.0-OpenSSH")
     assert "minimal login:" in result.console
 
 

@@ -37,3 +37,36 @@ def test_tcg_gets_one_vcpu(tmp_path):
     argv = qemu_argv("tcg", tmp_path / "c")
     assert argv[argv.index("-smp") + 1] == "1" and argv[argv.index("-accel") + 1] == "tcg"
     assert qemu_argv("kvm", tmp_path / "c")[argv.index("-smp") + 1] == "2"
+
+
+def test_ssh_banner_from_a_loopback_server():
+    import socket
+    import threading
+    from distonet.boot.qemu import ssh_banner
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(b"SSH-2.0-OpenSSH_10.0 Debian\r\n")
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert ssh_banner(port) == "SSH-2.0-OpenSSH_10.0 Debian"
+    srv.close()
+    assert ssh_banner(port, timeout=0.5) is None  # nobody listening
+
+
+def test_marker_then_outside_check(tmp_path):
+    console = tmp_path / "console.log"
+    calls = []
+
+    def after():
+        calls.append(1)
+        return len(calls) >= 3
+
+    with Ledger(tmp_path / "ledger") as led:
+        ok, _ = watch(led, fake_vm(console, "node login: "), console, LOGIN, 20, after=after)
+    assert ok and len(calls) == 3

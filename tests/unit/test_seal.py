@@ -4,19 +4,21 @@ from distonet.stages.seal import seal_tree
 
 def make_tree(root):
     for d in ["etc/ssh", "etc/apt/apt.conf.d", "var/lib/apt/lists/partial", "var/cache/apt/archives/partial",
-              "var/log/apt", "usr/sbin", "tmp", "var/lib/dbus"]:
+              "var/log/apt", "usr/sbin", "tmp", "var/lib/dbus", "usr/lib/systemd/system"]:
         (root / d).mkdir(parents=True)
     files = {"etc/ssh/ssh_host_ed25519_key": "k", "etc/ssh/sshd_config": "cfg",
              "etc/apt/apt.conf.d/01proxy": 'Acquire::http::Proxy "x";', "etc/apt/apt.conf.d/70debconf": "keep",
              "var/lib/apt/lists/deb.example_dists_trixie_InRelease": "r", "var/lib/apt/lists/lock": "",
              "var/cache/apt/pkgcache.bin": "b", "var/cache/apt/archives/a.deb": "d", "var/log/apt/history.log": "h",
              "var/log/dpkg.log": "l", "etc/resolv.conf": "nameserver 192.0.2.1", "etc/machine-id": "abc\n",
-             "var/lib/dbus/machine-id": "abc", "etc/hostname": "buildhost", "usr/sbin/sshd": "", "tmp/x": ""}
+             "var/lib/dbus/machine-id": "abc", "etc/hostname": "buildhost", "usr/sbin/sshd": "", "tmp/x": "",
+             "usr/lib/systemd/system/systemd-networkd.service": "[Install]\nWantedBy=multi-user.target\n"}
     for path, text in files.items():
         (root / path).write_text(text)
 
 
-INPUTS = {"hostname": "node", "root_uuid": "u-1", "access": {"root_password_hash": None, "ssh_keys": []}}
+INPUTS = {"hostname": "node", "root_uuid": "u-1", "access": {"root_password_hash": None, "ssh_keys": []},
+          "network": {"dhcp": True}}
 
 
 def test_seal_removes_host_state_and_sets_identity(tmp_path):
@@ -33,15 +35,18 @@ def test_seal_removes_host_state_and_sets_identity(tmp_path):
     assert (tmp_path / "etc/hostname").read_text() == "node\n"
     assert "UUID=u-1 / ext4" in (tmp_path / "etc/fstab").read_text()
     assert "ssh-keygen -A" in (tmp_path / "etc/systemd/system/ssh.service.d/distonet-hostkeys.conf").read_text()
-    assert runner.calls == [("usermod", "--root", str(tmp_path), "-p", "*", "root")]  # locked
+    assert "DHCP=yes" in (tmp_path / "etc/systemd/network/80-distonet-dhcp.network").read_text()
+    assert runner.calls == [("chroot", str(tmp_path), "systemctl", "enable", "systemd-networkd.service"),
+                            ("usermod", "--root", str(tmp_path), "-p", "*", "root")]  # locked
 
 
 def test_seal_opens_root_with_a_hash_or_keys(tmp_path):
     make_tree(tmp_path)
     runner = RecordingRunner()
     access = {"root_password_hash": "$6$salt$hash", "ssh_keys": ["ssh-ed25519 AAAA one", "ssh-rsa BBBB two\n"]}
-    seal_tree(tmp_path, {**INPUTS, "access": access}, runner)
+    seal_tree(tmp_path, {**INPUTS, "access": access, "network": {"dhcp": False}}, runner)
     assert runner.calls == [("usermod", "--root", str(tmp_path), "-p", "$6$salt$hash", "root")]
+    assert not (tmp_path / "etc/systemd/network/80-distonet-dhcp.network").exists()
     keys = tmp_path / "root/.ssh/authorized_keys"
     assert keys.read_text() == "ssh-ed25519 AAAA one\nssh-rsa BBBB two\n"
     assert oct(keys.stat().st_mode & 0o777) == "0o600"
