@@ -2,6 +2,7 @@
 
 Removed: apt caches and lists, logs, the build host's resolv.conf, hostname and proxy settings,
 machine-id contents, ssh host keys (regenerated at first boot by a drop-in for ssh.service).
+Set: hostname, hosts, fstab (root by UUID), root's password or keys, DHCP via systemd-networkd.
 """
 
 from __future__ import annotations
