@@ -40,9 +40,10 @@ def remove_tree(path: Path) -> None:
 
 
 def _clear_partials(plan: BuildPlan, stage: Stage) -> None:
+    """Called holding the stage's lock: any other partial of this stage is a dead build's."""
+    mine = f"{stage.key[:32]}.partial-{os.getpid()}"
     for partial in plan.paths.stages.glob(f"{stage.key[:32]}.partial-*"):
-        pid = int(partial.name.rsplit("-", 1)[1])
-        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+        if partial.name != mine:
             remove_tree(partial)
 
 
@@ -85,6 +86,8 @@ def _build(plan: BuildPlan, stage: Stage, impl, runner: Runner) -> dict:
     started = time.time()
     with log.step(f"{stage.name} [{stage.key[:12]}]") as timing, Ledger(plan.paths.ledger, runner) as ledger:
         extra = impl(plan, stage, partial, ledger, runner) or {}
+    # The ledger has unmounted the overlay: its root-owned work/ dir is not part of the snapshot.
+    shutil.rmtree(partial / "work", ignore_errors=True)
     remove_tree(final)  # a snapshot without a stamp is incomplete
     os.replace(partial, final)
     stamp = {"stage": stage.name, "kind": stage.kind, "key": stage.key, "recipe": plan.recipe.name,
@@ -110,7 +113,3 @@ def mount_for_writing(plan: BuildPlan, stage: Stage, partial: Path, ledger: Ledg
     mount_layers(ledger, [plan.tree(s) for s in stage.parent.ancestry()], merged, upper, work)
     return merged
 
-
-def finish_layer(partial: Path) -> None:
-    # overlayfs leaves a root-owned work/ dir behind; it is not part of the snapshot.
-    shutil.rmtree(partial / "work", ignore_errors=True)

@@ -8,7 +8,7 @@ from ..chroot import chroot_argv, chroot_session
 from ..ledger import Ledger
 from ..plan import BuildPlan, Stage
 from ..run import Runner
-from . import finish_layer, mount_for_writing
+from . import mount_for_writing
 
 APT = ["apt-get", "-y", "-q", "--no-install-recommends",
        "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
@@ -30,6 +30,4 @@ def make(plan: BuildPlan, stage: Stage, partial: Path, ledger: Ledger, runner: R
             runner(chroot_argv(merged, [*APT, "install", *packages]))
     finally:
         conf.unlink(missing_ok=True)
-    ledger.close()
-    finish_layer(partial)
     return {"packages": packages}

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..ledger import Ledger
 from ..plan import BuildPlan, Stage
 from ..run import Runner
-from . import finish_layer, mount_for_writing
+from . import mount_for_writing
 
 SSH_KEYGEN_DROPIN = """\
 # distonet: images ship without host keys; make them on first boot, before sshd checks its config.
@@ -103,6 +103,4 @@ def make(plan: BuildPlan, stage: Stage, partial: Path, ledger: Ledger, runner: R
     merged = mount_for_writing(plan, stage, partial, ledger)
     seal_tree(merged, dict(stage.inputs), runner)
     pkgs = package_list(merged, runner)
-    ledger.close()
-    finish_layer(partial)
     return {"packages": pkgs}
