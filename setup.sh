@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
 host_packages="mmdebstrap debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin
-grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux passwd"
+grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux passwd
+git"
 
 missing=""
 for p in $host_packages; do
@@ -29,17 +30,24 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e '.[test]'
     touch "$stamp"
 fi
-# `doit` usable directly: link it onto PATH unless something else already owns that name.
-link=/usr/local/bin/doit
-if [ ! -e "$link" ] || [ -L "$link" ]; then
-    ln -sfn "$here/.venv/bin/doit" "$link"
-fi
+# `distonet` and `doit` usable directly: link them onto PATH unless something else owns the name.
+# A link into another checkout is replaced, with a note: the last set-up run wins.
+for tool in distonet doit; do
+    link=/usr/local/bin/$tool
+    if [ ! -e "$link" ] || [ -L "$link" ]; then
+        old=$(readlink "$link" 2>/dev/null || true)
+        if [ -n "$old" ] && [ "$old" != "$here/.venv/bin/$tool" ]; then
+            echo "setup: $link pointed at $old; now at this checkout"
+        fi
+        ln -sfn "$here/.venv/bin/$tool" "$link"
+    fi
+done
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-    build) exec .venv/bin/doit build "$@" ;;
+    build) [ $# -gt 0 ] || set -- minimal; exec .venv/bin/distonet build "$@" ;;
     test)  exec .venv/bin/python -m pytest -ra "$@" ;;
-    "")    echo "setup: done (.venv/bin/doit, .venv/bin/python -m pytest)" ;;
+    "")    echo "setup: done (distonet --help; doit build recipe=minimal)" ;;
     *)     echo "usage: $0 [build|test] [args]" >&2; exit 2 ;;
 esac

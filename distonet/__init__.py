@@ -3,3 +3,4 @@
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+__version__ = "0.2.0"

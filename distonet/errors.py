@@ -31,3 +31,31 @@ class BuildError(DistonetError):
 
 class BootError(DistonetError):
     """A boot test did not reach its marker."""
+
+
+class Interrupted(DistonetError):
+    """Ctrl-C or SIGTERM: everything started was undone."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {'SIGINT (Ctrl-C)' if signum == 2 else 'SIGTERM'}; "
+                         "everything the build had started was undone")
+        self.exit_code = 128 + signum
+
+
+EXIT_CODES = {RecipeError: 2, ToolMissing: 3, CommandError: 4, BuildError: 5, BootError: 6}
+
+
+def report(exc: BaseException, where: str | None = None) -> int:
+    """The one boundary: an error a user can act on becomes a message (and an exit code), never
+    a traceback. `where` names what was running (the recipe file and the stage)."""
+    import sys
+    if isinstance(exc, KeyboardInterrupt):
+        exc = Interrupted(15 if "signal 15" in str(exc) else 2)
+    if isinstance(exc, Interrupted):
+        print(f"distonet: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    if not isinstance(exc, DistonetError):
+        raise exc
+    prefix = f"{where}: " if where else ""
+    print(f"distonet: error: {prefix}{exc}", file=sys.stderr, flush=True)
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1)

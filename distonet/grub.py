@@ -33,17 +33,23 @@ def early_config(esp_id: str) -> str:
             "set prefix=($root)/boot/grub\n")
 
 
-def grub_cfg(title: str, kernel_version: str, root_uuid: str, cmdline: list[str],
+def kernel_cmdline(root_uuid: str, extra: list[str] | tuple[str, ...], console: str | None) -> list[str]:
+    """The kernel command line a disk boots with (the manifest records it for netboot)."""
+    args = [f"root=UUID={root_uuid}", "ro"]
+    if console:
+        args += ["console=tty0", f"console={console}"]  # the last console= gets /dev/console
+    return args + list(extra)
+
+
+def grub_cfg(title: str, kernel_version: str, root_uuid: str, args: list[str],
              console: str | None, timeout: int = 1) -> str:
+    """`title`, `args` and `console` are validated by the recipe model (no quotes, braces or
+    newlines), so they cannot break out of the menu entry."""
     lines = []
     if console and console.startswith("ttyS"):
         unit, _, speed = console[4:].partition(",")
         lines += [f"serial --unit={unit or 0} --speed={speed or 115200}",
                   "terminal_input serial console", "terminal_output serial console"]
-    args = [f"root=UUID={root_uuid}", "ro"]
-    if console:
-        args += ["console=tty0", f"console={console}"]  # the last console= gets /dev/console
-    args += cmdline
     lines += [f"set timeout={timeout}", "set default=0",
               f"menuentry '{title}' {{",
               f"  search --no-floppy --fs-uuid --set=root {root_uuid}",

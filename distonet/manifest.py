@@ -1,51 +1,133 @@
-"""Artifact records and the build manifest: the contract every later consumer reads."""
+"""The build manifest: a versioned contract that publish, report, deploy and boot read.
+
+`manifest.json` lists exactly the files beside it (with `SHA256SUMS` in sha256sum's format);
+the pipeline writes both last and swaps the whole output directory in at once, so a manifest
+never describes files that are not there.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from . import log
+from .errors import BuildError
+from .fsutil import sha256_file, write_atomic
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
 
 
 @dataclass(frozen=True)
 class Artifact:
     kind: str      # stable names: rootfs, disk, qcow2, kernel, initrd, ...
-    path: str      # relative to the manifest
+    path: str      # relative to the manifest (absolute only inside a build, in OutputContext.inputs)
     size: int
     sha256: str
+    format: str | None = None         # raw, ext4, qcow2, bzImage, initramfs, ...
+    virtual_size: int | None = None   # for images whose disk size differs from the file size
+    version: str | None = None        # the kernel version, for kernel and initrd
 
     @classmethod
-    def of(cls, kind: str, file: Path, base: Path) -> "Artifact":
-        return cls(kind, os.path.relpath(file, base), file.stat().st_size, sha256_file(file))
+    def of(cls, kind: str, file: Path, base: Path, **extra) -> "Artifact":
+        size = file.stat().st_size
+        if size > 256 << 20:
+            log.info(f"hashing {file.name} ({size >> 20} MiB)")
+        return cls(kind, os.path.relpath(file, base), size, sha256_file(file), **extra)
+
+    @classmethod
+    def load(cls, data: dict) -> "Artifact":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def at(self, base: Path) -> "Artifact":
+        """The same artifact with its path made absolute under `base`."""
+        return Artifact(**{**asdict(self), "path": str(Path(base) / self.path)})
 
 
-def sha256_file(path: Path, bufsize: int = 4 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(bufsize):
-            digest.update(chunk)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class BootRecord:
+    artifact: str      # the artifact kind booted (disk, qcow2, ...)
+    firmware: str
+    reached: bool
+    seconds: float
+    accel: str
+    at: str            # ISO 8601 UTC
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+@dataclass
+class Manifest:
+    recipe: str
+    build_id: str
+    built_at: str
+    distonet_version: str
+    resolved_recipe: dict          # secrets removed
+    mirror: str
+    archive_state: str
+    root_uuid: str
+    kernel_cmdline: list[str]
+    stages: list[dict]             # {name, kind, key, seconds, built_at}
+    outputs: list[dict]            # {name, key, seconds}
+    packages: list[dict]           # {name, version, architecture, source, source_version, installed_kib}
+    artifacts: list[Artifact]
+    git_commit: str | None = None
+    boots: list[BootRecord] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data = {"format_version": data.pop("format_version"), **data}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, where: Path | str = "manifest") -> "Manifest":
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BuildError(f"{where}: manifest format {version!r}, this distonet reads {FORMAT_VERSION}",
+                             hint="rebuild the recipe with this distonet version")
+        data = dict(data)
+        data["artifacts"] = [Artifact.load(a) for a in data.get("artifacts", [])]
+        data["boots"] = [BootRecord(**b) for b in data.get("boots", [])]
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise BuildError(f"{path}: no manifest", hint="build the recipe first (`distonet build NAME`)") from None
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"{path}: unreadable manifest ({exc})") from None
+        if not isinstance(data, dict):
+            raise BuildError(f"{path}: not a manifest")
+        return cls.from_dict(data, path)
+
+    def save(self, directory: Path) -> Path:
+        """Write SHA256SUMS, then manifest.json (the manifest is the commit point)."""
+        write_atomic(directory / SUMS, sums_text(self.artifacts))
+        path = directory / MANIFEST
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def artifact(self, kind: str) -> Artifact:
+        for art in self.artifacts:
+            if art.kind == kind:
+                return art
+        raise BuildError(f"{self.recipe}: the build has no {kind} artifact",
+                         hint=f"enable the output that makes it in recipes/{self.recipe}.yaml and rebuild")
 
 
-def write_manifest(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+def sums_text(artifacts: list[Artifact]) -> str:
+    return "".join(f"{a.sha256}  {a.path}\n" for a in sorted(artifacts, key=lambda a: a.path))
 
 
-def read_manifest(path: Path) -> dict:
+def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def artifacts_from(data: dict) -> list[Artifact]:
-    return [Artifact(**a) for a in data["artifacts"]]
-
-
-def artifact_dicts(artifacts: list[Artifact]) -> list[dict]:
-    return [asdict(a) for a in artifacts]

@@ -1,24 +1,38 @@
-"""Where things live: recipes in the project, stage snapshots in cache/, products in output/."""
+"""Where things live: recipes (a search path), stage snapshots in cache/, products in output/."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import PROJECT_ROOT
 
 
+def _search_path(root: Path) -> tuple[Path, ...]:
+    """DISTONET_RECIPES: directories separated by ':' searched in order; the shipped recipes are
+    always last, so a site's own recipe directory can extend them."""
+    shipped = root / "recipes"
+    given = [Path(p) for p in os.environ.get("DISTONET_RECIPES", "").split(":") if p]
+    return tuple(dict.fromkeys([*given, shipped]))
+
+
 @dataclass(frozen=True)
 class Paths:
-    recipes: Path
+    recipes: Path                         # the first directory of the search path
     cache: Path
     output: Path
+    search: tuple[Path, ...] = field(default=())
+
+    def __post_init__(self):
+        if not self.search:
+            object.__setattr__(self, "search", (Path(self.recipes),))
 
     @classmethod
     def default(cls, root: Path = PROJECT_ROOT) -> "Paths":
         # Environment overrides let tests and CI point outputs elsewhere while sharing the cache.
-        return cls(recipes=Path(os.environ.get("DISTONET_RECIPES", root / "recipes")),
+        search = _search_path(root)
+        return cls(recipes=search[0], search=search,
                    cache=Path(os.environ.get("DISTONET_CACHE", root / "cache")),
                    output=Path(os.environ.get("DISTONET_OUTPUT", root / "output")))
 

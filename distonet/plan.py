@@ -1,48 +1,50 @@
-"""Recipe → BuildPlan: the stages in order, each with its cache key, and the outputs. Pure.
+"""Recipe + host facts → BuildPlan: the stages in order, each with its cache key, and the
+outputs. Pure: nothing here touches the host.
 
-A stage's key is the hash of its parent's key and of exactly what the stage reads. Stage
-snapshots are stored by key under cache/stages/<key>/, so recipes that share a base share
-its stages on disk, and a change in a late layer leaves the earlier keys (and snapshots) alone.
+A stage's key is the hash of its kind, the kind's version, its parent's key and exactly its
+inputs (which is all its `make` ever sees). Snapshots are stored by key, so recipes that share a
+base share its stages on disk, and a change in a late layer leaves earlier keys alone.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
+from .digest import digest
+from .errors import DistonetError
+from .grub import kernel_cmdline
 from .outputs import REGISTRY as OUTPUTS
+from .outputs.base import BuildFacts
 from .paths import Paths
 from .recipe import Recipe
+from .stages import REGISTRY as STAGES, chain
+from .stages.base import frozen
 
 
-class StageKind(StrEnum):
-    bootstrap = "bootstrap"
-    packages = "packages"
-    seal = "seal"
-
-
-# Bump a kind's version when its implementation changes what it writes.
-STAGE_VERSIONS = {StageKind.bootstrap: 1, StageKind.packages: 3, StageKind.seal: 2}
-
-_UUID_NS = uuid.UUID("6f1f8a52-5d1e-4c1b-9a43-0d15f0a7e001")
-
-
-def digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+@dataclass(frozen=True)
+class PlanFacts:
+    """What the plan needs from the host, gathered by pipeline.py (the only impure part)."""
+    mirror: str
+    archive: str                  # digest of the suites' InRelease files: the archive state
+    security_mirror: str | None = None
+    proxy: str | None = None
+    updates: bool = True
+    security: bool = True
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str                 # bootstrap, packages.<layer>, seal
-    kind: StageKind
+    kind: str
     key: str
     parent: "Stage | None"
     inputs: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def short(self) -> str:
+        return self.key[:12]
 
     def ancestry(self) -> list["Stage"]:
         """This stage and its ancestors, nearest first (the overlayfs lowerdir order)."""
@@ -60,107 +62,116 @@ class OutputStep:
     needs: tuple[str, ...]
     key: str
 
+    @property
+    def short(self) -> str:
+        return self.key[:12]
+
 
 @dataclass(frozen=True)
 class BuildPlan:
     recipe: Recipe
+    source: Path                  # the recipe file
     paths: Paths
-    mirror: str
-    archive: str
+    facts: PlanFacts
     stages: tuple[Stage, ...]
     outputs: tuple[OutputStep, ...]
-    root_uuid: str
-    esp_id: str
+    build: BuildFacts
 
     @property
     def sealed(self) -> Stage:
         return self.stages[-1]
 
     @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
     def out_dir(self) -> Path:
         return self.paths.recipe_output(self.recipe.name)
 
+    @property
+    def root_uuid(self) -> str:
+        return self.build.root_uuid
+
     def stage(self, name: str) -> Stage:
-        return next(s for s in self.stages if s.name == name)
-
-    def stage_dir(self, stage: Stage) -> Path:
-        return self.paths.stages / stage.key[:32]
-
-    def tree(self, stage: Stage) -> Path:
-        return self.stage_dir(stage) / "tree"
-
-    def stamp(self, stage: Stage) -> Path:
-        return self.stage_dir(stage) / "stamp.json"
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise DistonetError(f"{self.name}: no stage named {name!r}; stages: {', '.join(s.name for s in self.stages)}")
 
     def output(self, name: str) -> OutputStep:
-        return next(o for o in self.outputs if o.name == name)
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise DistonetError(f"{self.name}: no output named {name!r}; outputs: {', '.join(o.name for o in self.outputs)}")
+
+    @property
+    def build_id(self) -> str:
+        """Names the content: the sealed tree, every output's key and the resolved recipe."""
+        return (self.sealed.key[:16] + "-"
+                + digest({"outputs": [o.key for o in self.outputs], "recipe": self.recipe.resolved()})[:16])
 
 
-def _stage(name: str, kind: StageKind, parent: Stage | None, inputs: dict) -> Stage:
-    key = digest({"kind": kind, "version": STAGE_VERSIONS[kind],
+def _stage(name: str, kind: str, parent: Stage | None, inputs: dict) -> Stage:
+    key = digest({"kind": kind, "version": STAGES[kind].version,
                   "parent": parent.key if parent else None, "inputs": inputs})
-    return Stage(name, kind, key, parent, inputs)
+    return Stage(name, kind, key, parent, frozen(inputs))
 
 
-def make_plan(recipe: Recipe, paths: Paths, *, mirror: str, archive: str) -> BuildPlan:
-    """`mirror` is the resolved archive URL, `archive` a digest of its Release file (the archive state)."""
-    dist = recipe.distribution
+def plan_stages(recipe: Recipe, facts: PlanFacts) -> tuple[Stage, ...]:
     stages: list[Stage] = []
-    boot = _stage("bootstrap", StageKind.bootstrap, None, {
-        "suite": dist.suite, "architecture": dist.architecture, "components": list(dist.components),
-        "mirror": mirror, "tool": dist.bootstrap, "variant": dist.variant, "archive": archive})
-    stages.append(boot)
-    # The kernel is its own first layer: it changes rarely, so recipes that add layers reuse it.
-    layers = [("kernel", [recipe.kernel.package, *recipe.kernel.initramfs])]
-    layers += [(name, list(pkgs)) for name, pkgs in recipe.packages.items() if pkgs]
-    parent = boot
-    for name, pkgs in layers:
-        parent = _stage(f"packages.{name}", StageKind.packages, parent,
-                        {"packages": sorted(set(pkgs)), "archive": archive})
-        stages.append(parent)
-    seal_inputs = {"hostname": recipe.hostname, "access": recipe.access.model_dump(mode="json"),
-                   "network": recipe.network.model_dump(mode="json")}
-    # The root filesystem's UUID is part of what seal writes (fstab), derived from what it depends on.
-    root_uuid = str(uuid.uuid5(_UUID_NS, digest({"parent": parent.key, **seal_inputs})))
-    seal_inputs["root_uuid"] = root_uuid
-    stages.append(_stage("seal", StageKind.seal, parent, seal_inputs))
-    esp_id = root_uuid.replace("-", "")[:8].upper()
+    parent = None
+    for kind in chain():
+        for name, inputs in kind.instances(recipe, facts):
+            inputs = kind.complete(inputs, parent.key if parent else None)
+            parent = _stage(name, kind.kind, parent, inputs)
+            stages.append(parent)
+    return tuple(stages)
 
+
+def wanted_outputs(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's outputs plus those they need (qcow2 needs disk, disk needs rootfs), with defaults."""
     wanted = dict(recipe.enabled_outputs())
-    # An output needs others (qcow2 needs disk, disk needs rootfs): bring them in with defaults.
-    changed = True
-    while changed:
-        changed = False
-        for name in list(wanted):
-            for need in OUTPUTS[name].needs:
-                if need not in wanted:
-                    wanted[need] = OUTPUTS[need].Options()
-                    changed = True
-    order = _topo(wanted)
+    todo = list(wanted)
+    while todo:
+        for need in OUTPUTS[todo.pop()].needs:
+            if need not in wanted:
+                wanted[need] = OUTPUTS[need].Options()
+                todo.append(need)
+    return wanted
+
+
+def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | None = None) -> BuildPlan:
+    stages = plan_stages(recipe, facts)
     seal = stages[-1]
-    steps = []
-    keys: dict[str, str] = {}
-    for name in order:
+    root_uuid = seal.inputs["root_uuid"]
+    esp = root_uuid.replace("-", "")[:8].upper()
+    build = BuildFacts(recipe=recipe.name, root_uuid=root_uuid, esp_id=f"{esp[:4]}-{esp[4:]}",
+                       cmdline=tuple(kernel_cmdline(root_uuid, recipe.boot.cmdline, recipe.boot.console)))
+    wanted = wanted_outputs(recipe)
+    steps, keys = [], {}
+    for name in _topo(wanted):
         cls = OUTPUTS[name]
         key = digest({"seal": seal.key, "output": name, "version": cls.version,
                       "options": wanted[name].model_dump(mode="json"),
                       "reads": {r: getattr(recipe, r).model_dump(mode="json") for r in cls.reads},
+                      # the boot menu shows the recipe's name
+                      "title": build.recipe if "boot" in cls.reads else None,
                       "needs": {n: keys[n] for n in cls.needs}})
         keys[name] = key
         steps.append(OutputStep(name, wanted[name], cls.needs, key))
-    return BuildPlan(recipe, paths, mirror, archive, tuple(stages), tuple(steps), root_uuid,
-                     f"{esp_id[:4]}-{esp_id[4:]}")
+    return BuildPlan(recipe, source or paths.recipes / f"{recipe.name}.yaml", paths, facts,
+                     stages, tuple(steps), build)
 
 
 def _topo(wanted: dict) -> list[str]:
     done: list[str] = []
 
     def visit(name: str) -> None:
-        if name in done:
-            return
-        for need in OUTPUTS[name].needs:
-            visit(need)
-        done.append(name)
+        if name not in done:
+            for need in OUTPUTS[name].needs:
+                visit(need)
+            done.append(name)
 
     for name in sorted(wanted):
         visit(name)

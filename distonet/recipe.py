@@ -9,52 +9,57 @@ from __future__ import annotations
 
 import difflib
 import json
+import types
 import typing
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .enums import KNOWN_COMPONENTS, KNOWN_SUITES, Architecture, BootstrapTool, Firmware, Variant
 from .errors import RecipeError
-from .outputs import load_all as load_outputs
+from .secrets import SECRET_KEYS
+from .outputs import REGISTRY as OUTPUTS
+from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
+                       Regex, SshKey, Suite, Text, Url)
+
+RESERVED_LAYERS = ("kernel",)  # the kernel's own layer (stages/packages.py)
+MAX_LAYERS = 64
+MAX_PACKAGES = 20000
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class BootstrapTool(StrEnum):
-    mmdebstrap = "mmdebstrap"
-    debootstrap = "debootstrap"
-
-
-class Firmware(StrEnum):
-    bios = "bios"
-    uefi = "uefi"
-
-
 class Distribution(Model):
-    suite: str = Field("trixie", description="Debian suite or codename")
-    architecture: str = "amd64"
-    components: tuple[str, ...] = ("main",)
-    mirror: Optional[str] = Field(None, description="archive URL; default: the build host's apt mirror")
+    suite: Suite = Field("trixie", description="Debian suite or codename")
+    architecture: Architecture = Architecture.amd64
+    components: tuple[typing.Literal[KNOWN_COMPONENTS], ...] = Field(  # type: ignore[valid-type]
+        ("main",), min_length=1, description="archive components")
+    mirror: Optional[Url] = Field(None, description="archive URL; default: the build host's apt mirror")
+    security_mirror: Optional[Url] = Field(
+        None, description="security archive URL; default: the build host's security source")
+    updates: bool = Field(True, description="add <suite>-updates (build and image)")
+    security: bool = Field(True, description="add <suite>-security (build and image)")
+    proxy: Optional[Url] = Field(None, description="apt proxy used while building, never written into "
+                                                   "the image; default: the build host's apt proxy")
     bootstrap: BootstrapTool = BootstrapTool.mmdebstrap
-    variant: str = Field("minbase", description="bootstrap variant (mmdebstrap/debootstrap --variant)")
+    variant: Variant = Field(Variant.minbase, description="bootstrap variant (--variant)")
 
 
 class Kernel(Model):
-    package: str = Field("linux-image-amd64", description="kernel package, installed in its own layer")
-    initramfs: tuple[str, ...] = Field(("initramfs-tools",), description="packages that build the initrd")
+    package: PackageName = Field("linux-image-amd64", description="kernel package, installed in its own layer")
+    initramfs: tuple[PackageName, ...] = Field(("initramfs-tools",), description="packages that build the initrd")
 
 
 class Boot(Model):
-    cmdline: tuple[str, ...] = Field((), description="extra kernel command-line arguments")
-    console: Optional[str] = Field("ttyS0,115200", description="serial console; null turns it off")
-    firmware: tuple[Firmware, ...] = (Firmware.bios, Firmware.uefi)
-    marker: Optional[str] = Field(None, description="regex the boot test waits for; default: a login prompt")
-    timeout: int = Field(300, description="seconds a boot test waits for the marker")
+    cmdline: tuple[CmdlineArg, ...] = Field((), max_length=64, description="extra kernel command-line arguments")
+    console: Optional[Console] = Field("ttyS0,115200", description="serial console; null turns it off")
+    firmware: tuple[Firmware, ...] = Field((Firmware.bios, Firmware.uefi), min_length=1)
+    marker: Optional[Regex] = Field(None, description="regex the boot test waits for; default: a login prompt")
+    timeout: int = Field(300, ge=10, le=7200, description="seconds a boot test waits for the marker")
 
 
 class Network(Model):
@@ -62,12 +67,13 @@ class Network(Model):
 
 
 class Access(Model):
-    root_password_hash: Optional[str] = Field(None, description="crypt(3) hash; root stays locked without it")
-    ssh_keys: tuple[str, ...] = Field((), description="public keys for root's authorized_keys")
+    root_password_hash: Optional[CryptHash] = Field(
+        None, description="crypt(3) hash (openssl passwd -6); '!' locks; root stays locked without it")
+    ssh_keys: tuple[SshKey, ...] = Field((), max_length=1000, description="public keys for root's authorized_keys")
 
 
 def _outputs_model() -> type[BaseModel]:
-    fields = {name: (Optional[cls.Options], None) for name, cls in sorted(load_outputs().items())}
+    fields = {name: (Optional[cls.Options], None) for name, cls in sorted(OUTPUTS.items())}
     return create_model("Outputs", __base__=Model, **fields)
 
 
@@ -75,17 +81,18 @@ Outputs = _outputs_model()
 
 
 class Recipe(Model):
-    name: str
-    description: str = ""
-    extends: tuple[str, ...] = ()
+    name: RecipeName
+    description: Text = ""
+    extends: tuple[RecipeName, ...] = ()
     distribution: Distribution = Distribution()
-    packages: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict, description="named package layers, each a list; one stage per layer")
+    packages: dict[LayerName, tuple[PackageName, ...]] = Field(
+        default_factory=dict, max_length=MAX_LAYERS,
+        description="named package layers, each a list; one stage per layer")
     kernel: Kernel = Kernel()
     boot: Boot = Boot()
     access: Access = Access()
     network: Network = Network()
-    hostname: str = "distonet"
+    hostname: Optional[Hostname] = Field("distonet", description="null: the name comes from DHCP")
     outputs: Outputs = Field(default_factory=Outputs)  # type: ignore[valid-type]
     vars: dict[str, Any] = Field(default_factory=dict, description="values for site templates")
     replace: tuple[str, ...] = Field((), description="dotted key paths this recipe replaces instead of merging")
@@ -94,31 +101,80 @@ class Recipe(Model):
         return {k: v for k, v in self.outputs if v is not None}
 
     def resolved(self) -> dict:
-        return self.model_dump(mode="json")
+        from .secrets import redact
+        return redact(self.model_dump(mode="json"))
 
 
 UNINHERITED = ("name", "description", "extends", "replace")
+SUFFIXES = (".yaml", ".yml")
 
 
 # -- loading ---------------------------------------------------------------------------------
 
-def recipe_path(recipes_dir: Path, name: str) -> Path:
-    return Path(recipes_dir) / f"{name}.yaml"
+def _dirs(recipes: Path | Sequence[Path]) -> list[Path]:
+    return [Path(recipes)] if isinstance(recipes, (str, Path)) else [Path(d) for d in recipes]
 
 
-def known_recipes(recipes_dir: Path) -> list[str]:
-    return sorted(p.stem for p in Path(recipes_dir).glob("*.yaml"))
+def find_recipe(name: str, recipes: Path | Sequence[Path]) -> Path | None:
+    for d in _dirs(recipes):
+        for suffix in SUFFIXES:
+            if (d / f"{name}{suffix}").is_file():
+                return d / f"{name}{suffix}"
+    return None
+
+
+def recipe_path(recipes: Path | Sequence[Path], name: str) -> Path:
+    return find_recipe(name, recipes) or _dirs(recipes)[0] / f"{name}.yaml"
+
+
+def known_recipes(recipes: Path | Sequence[Path]) -> list[str]:
+    names = {p.stem for d in _dirs(recipes) for suffix in SUFFIXES for p in d.glob(f"*{suffix}")}
+    return sorted(names)
+
+
+def recipe_name(arg: str) -> str:
+    """`minimal`, `minimal.yaml` and `recipes/minimal.yaml` all name the recipe `minimal`."""
+    name = Path(arg).name
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _read(path: Path) -> dict:
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}:{line}: not UTF-8 (byte {exc.start}: 0x{raw[exc.start]:02x})",
+                          hint="save the file as UTF-8") from None
+    if not text.strip() or all(l.strip().startswith("#") or not l.strip() for l in text.splitlines()):
+        raise RecipeError(f"{path}: empty recipe", hint="a recipe needs at least `extends: minimal` or its own keys")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        data = {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
@@ -131,7 +187,7 @@ def _as_list(value, path: Path) -> list[str]:
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    raise RecipeError(f"{path}: extends: expected a recipe name or a list of names, got {value!r}")
+    raise RecipeError(f"{path}: extends: expected a recipe name or a list of names, got {json.dumps(value, default=str)}")
 
 
 def merge(parent: Any, child: Any, replace: set[str], at: str = "") -> Any:
@@ -149,21 +205,30 @@ def merge(parent: Any, child: Any, replace: set[str], at: str = "") -> Any:
     return child
 
 
-def load_recipe(name: str, recipes_dir: Path) -> Recipe:
+def load_recipe(name: str, recipes: Path | Sequence[Path]) -> Recipe:
     """Load, check each file, merge the `extends:` chain and validate the result."""
-    raw = _resolve(name, Path(recipes_dir), stack=())
-    path = recipe_path(recipes_dir, name)
-    return _validate(raw, path)
+    name = recipe_name(name)
+    raw = _resolve(name, _dirs(recipes), stack=())
+    path = recipe_path(recipes, name)
+    recipe = _validate(raw, path)
+    _check_semantics(recipe, path)
+    return recipe
 
 
-def _resolve(name: str, recipes_dir: Path, stack: tuple[str, ...], wanted_by: Path | None = None) -> dict:
-    path = recipe_path(recipes_dir, name)
-    if not path.is_file():
-        where = f"{wanted_by}: extends" if wanted_by else str(path)
-        known = ", ".join(known_recipes(recipes_dir)) or "none"
-        close = difflib.get_close_matches(name, known_recipes(recipes_dir), n=1)
+def _resolve(name: str, dirs: list[Path], stack: tuple[str, ...], wanted_by: Path | None = None) -> dict:
+    where = f"{wanted_by}: extends" if wanted_by else None
+    if not NAME_OK(name):
+        raise RecipeError(f"{where or name}: '{name}' is not a recipe name",
+                          hint="recipes are named by their file in a recipe directory: a-z, 0-9, _ and -; "
+                               "paths such as ../x are not allowed")
+    path = find_recipe(name, dirs)
+    if path is None:
+        known = known_recipes(dirs)
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise RecipeError(f"{where}: no recipe named '{name}' in {recipes_dir}{hint}; known: {known}")
+        searched = ", ".join(str(d) for d in dirs)
+        raise RecipeError(f"{where or dirs[0] / (name + '.yaml')}: no recipe named '{name}' in {searched}{hint}; "
+                          f"known: {', '.join(known) or 'none'}")
     if name in stack:
         cycle = " → ".join(stack[stack.index(name):] + (name,))
         raise RecipeError(f"{wanted_by}: extends: cycle {cycle}")
@@ -176,10 +241,57 @@ def _resolve(name: str, recipes_dir: Path, stack: tuple[str, ...], wanted_by: Pa
     _validate(data, path)  # each file alone, so an error names the file it is in
     merged: dict = {}
     for parent in data["extends"]:
-        parent_data = _resolve(parent, recipes_dir, stack + (name,), wanted_by=path)
+        parent_data = _resolve(parent, dirs, stack + (name,), wanted_by=path)
         merged = merge(merged, {k: v for k, v in parent_data.items() if k not in UNINHERITED}, set())
-    replace = set(data.get("replace") or ())
-    return merge(merged, data, replace)
+    replace = list(data.get("replace") or ())
+    for at in replace:
+        _check_replace_path(at, path)
+    return merge(merged, data, set(replace))
+
+
+def NAME_OK(name: str) -> bool:
+    from .validate import NAME_RE
+    return bool(NAME_RE.match(name))
+
+
+def _check_replace_path(at: str, path: Path) -> None:
+    """A `replace:` path must name a key the model has (maps of free keys accept any key below)."""
+    current: Any = Recipe
+    walked = []
+    for part in at.split("."):
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = sorted(current.model_fields)
+            if part not in current.model_fields or (not walked and part in UNINHERITED):
+                valid = [f for f in fields if walked or f not in UNINHERITED]
+                close = difflib.get_close_matches(part, valid, n=1, cutoff=0.5)
+                hint = f"did you mean '{'.'.join(walked + [close[0]])}'?" if close else f"valid keys: {', '.join(valid)}"
+                raise RecipeError(f"{path}: replace: unknown path '{at}'; {hint}")
+            current = _unwrap(current.model_fields[part].annotation)
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1] if typing.get_args(current) else Any
+        else:
+            raise RecipeError(f"{path}: replace: '{at}' goes below a value that has no keys "
+                              f"('{'.'.join(walked)}'); replace '{'.'.join(walked)}' itself")
+        walked.append(part)
+
+
+def _check_semantics(recipe: Recipe, path: Path) -> None:
+    """What the field types cannot say alone."""
+    dist = recipe.distribution
+    for layer in recipe.packages:
+        if layer in RESERVED_LAYERS:
+            raise RecipeError(f"{path}: packages.{layer}: the layer name '{layer}' is reserved for "
+                              "kernel.package and kernel.initramfs; choose another name")
+    if dist.suite not in KNOWN_SUITES:
+        close = difflib.get_close_matches(dist.suite, KNOWN_SUITES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise RecipeError(f"{path}: distribution.suite: unknown suite '{dist.suite}'{hint}; "
+                          f"known: {', '.join(KNOWN_SUITES)}")
+    if dist.bootstrap == BootstrapTool.debootstrap and dist.variant not in (Variant.minbase, Variant.buildd):
+        raise RecipeError(f"{path}: distribution.variant: debootstrap accepts minbase or buildd, got '{dist.variant}'")
+    total = sum(len(p) for p in recipe.packages.values())
+    if total > MAX_PACKAGES:
+        raise RecipeError(f"{path}: packages: {total} names; more than {MAX_PACKAGES} is surely a mistake")
 
 
 def _validate(data: dict, path: Path) -> Recipe:
@@ -199,9 +311,16 @@ def _describe(err: dict, path: Path) -> str:
         hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
         what = "unknown output kind" if loc[:1] == ("outputs",) and len(loc) == 2 else "unknown key"
         return f"{path}: {key}: {what}{hint}"
+    if loc and loc[-1] == "[key]":  # a map's key (a layer name) is wrong, not its value
+        key = ".".join(str(p) for p in loc[:-1])
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f", got {json.dumps(got)}"
-    return f"{path}: {key}: {err['msg'].lower()}{shown}"
+    secret = any(str(p) in SECRET_KEYS for p in loc)
+    shown = "" if isinstance(got, (dict, list)) or secret or err["type"] == "value_error" \
+        else f", got {json.dumps(got, default=str)}"
+    msg = err["msg"]
+    msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg[:1].lower() + msg[1:]
+    msg = msg.replace("tuple", "list").replace("valid array", "valid list")
+    return f"{path}: {key}: {msg}{shown}"
 
 
 def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -221,7 +340,7 @@ def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
 
 def _unwrap(annotation):
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
         return args[0]
     return annotation
 
@@ -230,4 +349,12 @@ def json_schema() -> dict:
     schema = Recipe.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "distonet recipe"
+    # What a file may say, not what the loader makes of it: the name comes from the file name,
+    # and `extends` may be one name or a list.
+    schema["required"] = [r for r in schema.get("required", []) if r != "name"]
+    if not schema["required"]:
+        schema.pop("required")
+    ext = schema["properties"]["extends"]
+    schema["properties"]["extends"] = {"anyOf": [ext["items"], ext], "default": [],
+                                       "description": "a parent recipe, or a list merged left to right"}
     return schema

@@ -1,42 +1,113 @@
-"""BuildPlan → doit task dicts. Translation only: no building happens here.
+"""BuildPlans → doit task dicts. Translation only: the actions live in actions.py.
 
-Task names carry the recipe (bootstrap:minimal, seal:minimal, disk:minimal), so one recipe's
-state never hides another's. A stage's target is its stamp, which lives in a directory named by
-the stage's key: a changed key is a missing target, so doit reruns exactly what changed.
+Every task name carries its recipe (bootstrap:minimal, disk:minimal, build:minimal), so several
+recipes share one graph: `doit build recipe=a,b` or `distonet build a b`. Recipes that share a
+stage each have a task for it; the first to run builds it, the others find it done (their
+up-to-date check runs just before they would). A stage's target is its stamp, which lives in a
+directory named by the stage's key: a changed key is a missing target.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 
-from . import build
-from .errors import BootError, DistonetError
+from doit.reporter import ConsoleReporter
+
+from . import actions, log
+from .errors import DistonetError, report
 from .outputs import REGISTRY as OUTPUTS
 from .plan import BuildPlan
-from .stages import stage_done
+from .store import StageStore
 
 DEFAULT_RECIPE = "minimal"
+
+# Plans loaded by this process, for the end-of-run summary (the reporter prints it).
+LOADED: list[tuple[BuildPlan, float]] = []
+
+
+class Reporter(ConsoleReporter):
+    """doit's console reporter without its noise: our actions already said what failed, in one
+    line, so a failure prints no Python reprs; the run ends with each recipe's table."""
+
+    desc = "distonet: step lines, one-line errors, a summary table per recipe"
+
+    def execute_task(self, task):
+        if log.level() >= log.VERBOSE:
+            super().execute_task(task)
+
+    def skip_uptodate(self, task):
+        if log.level() >= log.VERBOSE:
+            super().skip_uptodate(task)
+
+    def skip_ignore(self, task):
+        pass
+
+    def add_failure(self, task, fail):
+        self.failures.append({"task": task, "exception": fail})
+
+    def complete_run(self):
+        failed = {f["task"].name.split(":", 1)[-1] for f in self.failures}
+        for plan, since in LOADED:
+            bad = plan.name in failed
+            if bad or log.level() >= log.NORMAL:
+                print(_summary(plan, since, bad), file=sys.stderr)
+        for f in self.failures:
+            exc = f["exception"]
+            text = exc.get_msg() if hasattr(exc, "get_msg") else str(exc)
+            if "distonet: error" not in text and "returned False" not in text:
+                print(f"distonet: {f['task'].name} failed:\n{text.strip()[-3000:]}", file=sys.stderr)
+        for msg in self.runtime_errors:
+            print(f"distonet: {msg}", file=sys.stderr)
+        if self.failures or self.runtime_errors:
+            print(f"distonet: {len(self.failures)} step(s) failed: "
+                  + ", ".join(f["task"].name for f in self.failures), file=sys.stderr)
+
+
+def _summary(plan: BuildPlan, since: float, failed: bool) -> str:
+    from .report import summary
+    return summary(plan, since, failed)
+
 
 DOIT_CONFIG = {
     "default_tasks": ["build"],
     "backend": "sqlite3",
-    "dep_file": ".doit.db",
+    "dep_file": os.environ.get("DISTONET_DOIT_DB", ".doit.db"),
     "verbosity": 2,
     "action_string_formatting": "new",
+    "reporter": Reporter,
 }
 
 
-def _guard(fn, *args):
-    """The boundary: a DistonetError becomes one clear message and a failed task, not a traceback."""
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _signals() -> None:
+    """SIGTERM unwinds like Ctrl-C: undo what was started, one line, exit 143."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _action(fn, plan: BuildPlan, what: str, *args):
+    """The doit boundary: an error becomes one line naming the recipe file and the step; an
+    interrupt ends the run at once with 130 or 143, after the step has undone its work."""
     def action():
+        _signals()
         try:
-            result = fn(*args)
+            fn(plan, *args)
+        except KeyboardInterrupt as exc:
+            sys.stderr.flush()
+            os._exit(report(exc))
         except DistonetError as exc:
-            print(f"distonet: error: {exc}", file=sys.stderr)
+            report(exc, where=f"{plan.source}: {what}")
             return False
-        return result if isinstance(result, dict) else None  # a dict becomes the task's values
-    action.__name__ = getattr(fn, "__name__", "action")
+        return None
+    action.__name__ = f"{what}"
     action.__doc__ = fn.__doc__
     return action
 
@@ -54,72 +125,98 @@ class Check:
         return self.what
 
 
-def make_tasks(plan: BuildPlan, since: float | None = None):
-    since = since if since is not None else time.time()
-    r = plan.recipe.name
+def make_tasks(plan: BuildPlan):
+    r = plan.name
+    store = StageStore(plan.paths.stages)
     for stage in plan.stages:
         yield {
             "basename": stage.name, "name": r,
-            "doc": f"{stage.kind} stage [{stage.key[:12]}]",
-            "actions": [_guard(build.build_stage, plan, stage.name)],
-            "targets": [str(plan.stamp(stage))],
-            "uptodate": [Check(f"snapshot {stage.key[:12]} and its parents are complete",
-                               lambda s=stage: stage_done(plan, s))],
+            "doc": f"{stage.kind} stage [{stage.short}]",
+            "actions": [_action(actions.build_stage, plan, f"stage {stage.name}", stage.name)],
+            "targets": [str(store.stamp_path(stage.key))],
+            "uptodate": [Check(f"snapshot {stage.short} and its parents are complete",
+                               lambda s=stage: actions.stage_done(plan, s))],
             "task_dep": [f"{stage.parent.name}:{r}"] if stage.parent else [],
             "verbosity": 2,
         }
     for step in plan.outputs:
-        files = OUTPUTS[step.name](plan, step.options).files()
+        files = OUTPUTS[step.name].files(step.options)
         yield {
             "basename": step.name, "name": r,
-            "doc": f"output {', '.join(files)}",
-            "actions": [_guard(build.build_output, plan, step.name)],
-            "targets": [str(plan.out_dir / f) for f in files],
-            "uptodate": [Check(f"{step.name} was made for key {step.key[:12]}",
-                               lambda n=step.name: build.output_current(plan, n))],
+            "doc": f"output {', '.join(files)} [{step.short}]",
+            "actions": [_action(actions.build_output, plan, f"output {step.name}", step.name)],
+            "uptodate": [Check(f"{step.name} was made for key {step.short} and is unchanged",
+                               lambda n=step.name: actions.output_current(plan, n))],
             "task_dep": [f"{plan.sealed.name}:{r}", *(f"{n}:{r}" for n in step.needs)],
             "verbosity": 2,
         }
     yield {
         "basename": "manifest", "name": r,
-        "doc": "manifest.json: artifacts, packages, timings",
-        "actions": [_guard(build.write_build_manifest, plan)],
-        "targets": [str(plan.out_dir / "manifest.json")],
-        "uptodate": [Check(f"manifest is for build {build.manifest_key(plan)}",
-                           lambda: build.manifest_current(plan))],
+        "doc": "manifest.json and SHA256SUMS; the new set of artifacts appears at once",
+        "actions": [_action(actions.commit, plan, "manifest")],
+        "uptodate": [Check(f"manifest is for build {plan.build_id}", lambda: actions.manifest_current(plan))],
         "task_dep": [f"{o.name}:{r}" for o in plan.outputs],
-    }
-    yield {
-        "basename": "build",
-        "doc": f"build recipe={r} into {plan.out_dir}",
-        "actions": [lambda: print(build.summary(plan, since), file=sys.stderr)],
-        "task_dep": [f"manifest:{r}"],
-        "clean": [_guard(build.clean, plan)],
         "verbosity": 2,
     }
     yield {
-        "basename": "boot",
-        "doc": f"boot recipe={r}'s disk under QEMU with each firmware; report login and seconds",
-        "actions": [_guard(_boot, plan)],
+        "basename": "build", "name": r,
+        "doc": f"build {plan.source} into {plan.out_dir}",
+        "actions": None,
+        "task_dep": [f"manifest:{r}"],
+        "clean": [_action(actions.clean, plan, "clean")],
+    }
+    yield {
+        "basename": "boot", "name": r,
+        "doc": f"boot {r}'s disk under QEMU with each firmware; record the results in the manifest",
+        "actions": [_action(actions.boot, plan, "boot")],
         "task_dep": [f"manifest:{r}"],
         "verbosity": 2,
     }
 
 
-def _boot(plan: BuildPlan):
-    from .boot.qemu import boot_recipe
-    results = boot_recipe(plan)
-    if not all(r.reached for r in results):
-        raise BootError("the marker did not reach the serial console: "
-                        + "; ".join(r.line() for r in results if not r.reached),
-                        hint=f"read the console logs in {plan.out_dir / 'boot'}")
+def split_names(value: str | None) -> list[str]:
+    """`recipe=a,b` or `recipe="a b"`; empty means the default recipe, an empty name is an error."""
+    if value is None:
+        return [DEFAULT_RECIPE]
+    names = [n for n in value.replace(",", " ").split()]
+    if not names:
+        raise DistonetError("recipe=: no recipe named", hint="recipe=minimal, or several: recipe=a,b")
+    return names
 
 
-def load_tasks(recipe: str | None):
-    """For dodo.py: the plan for `recipe`, or a clean exit with the recipe error."""
+def load_tasks(names: list[str], offline_ok: bool = False):
+    """Every task of every named recipe. A bad recipe raises RecipeError (all recipes' errors)."""
+    from .pipeline import load_plans
+    since = time.time()
+    tasks = []
+    for plan in load_plans(names, offline_ok=offline_ok):
+        LOADED.append((plan, since))
+        tasks += list(make_tasks(plan))
+    # A group per step name (`doit bootstrap` runs it for every loaded recipe), defined first.
+    groups = list(dict.fromkeys(t["basename"] for t in tasks))
+    return [{"basename": b, "name": None, "doc": _group_doc(b)} for b in groups] + tasks
+
+
+def _group_doc(basename: str) -> str:
+    fixed = {"build": "build the recipes (recipe=a,b; default minimal)",
+             "boot": "boot the recipes' disks under QEMU; results go to the manifest",
+             "manifest": "write manifest.json and SHA256SUMS; the new artifacts appear at once",
+             "bootstrap": "stage: debootstrap or mmdebstrap", "seal": "stage: the image's identity"}
+    if basename in fixed:
+        return fixed[basename]
+    if basename.startswith("packages."):
+        return f"stage: install the {basename.split('.', 1)[1]} package layer"
+    return f"output: {basename}"
+
+
+OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")
+
+
+def load_tasks_or_exit(value: str | None):
+    """For dodo.py: the tasks, or one clean message and exit 2. Listing and cleaning work with
+    the mirror unreachable (an unknown archive state only affects which stages `clean` finds)."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-") and "=" not in a), "run")
     try:
-        plan = build.load_plan(recipe or DEFAULT_RECIPE)
+        return load_tasks(split_names(value), offline_ok=command in OFFLINE_COMMANDS)
     except DistonetError as exc:
-        print(f"distonet: error: {exc}", file=sys.stderr)
-        raise SystemExit(2)
-    return make_tasks(plan)
+        raise SystemExit(report(exc))

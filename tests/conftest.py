@@ -18,12 +18,6 @@ def recipes(tmp_path) -> Path:
     return d
 
 
-def write(dir_: Path, name: str, text: str) -> Path:
-    path = dir_ / f"{name}.yaml"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture
 def paths(tmp_path, recipes) -> Paths:
     return Paths(recipes=recipes, cache=tmp_path / "cache", output=tmp_path / "output")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .. import log
 from ..errors import ToolMissing
-from ..ledger import Ledger
+from ..host.ledger import Ledger
 from ..paths import Paths
-from ..run import check_tools
+from ..host.run import check_tools
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -93,6 +93,8 @@ def pick_accel(ledger: Ledger, cache: Path, kernel: Path | None) -> str:
                                "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"],
                       console, r"Linux version", 20)
     accel = "kvm" if ok else "tcg"
+    if not ok:
+        log.info("boot: /dev/kvm did not start a probe kernel within 20 s; using TCG (slower)")
     cache.mkdir(parents=True, exist_ok=True)
     probe.write_text(accel)
     return accel
@@ -174,9 +176,13 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
         with log.step(f"boot {name} ({accel}), waiting for /{marker}/{' and sshd' if ssh else ''}"):
             reached, seconds = watch(ledger, argv, console, marker, timeout, after=sshd_answers if ssh else None)
         text = console.read_text(errors="replace") if console.exists() else ""
-        if log_dir is not None:
+        if log_dir is not None:  # the console and QEMU's own messages, kept for the user
             log_dir.mkdir(parents=True, exist_ok=True)
-            (log_dir / f"boot-{name.replace('/', '-')}.log").write_text(text)
+            stem = f"boot-{name.replace('/', '-')}"
+            (log_dir / f"{stem}.log").write_text(text)
+            qemu_log = console.with_suffix(".qemu.log")
+            if qemu_log.exists():
+                shutil.copyfile(qemu_log, log_dir / f"{stem}.qemu.log")
     return BootResult(name, reached, round(seconds, 1), accel, text, banner[0] if banner else None)
 
 

@@ -1,14 +1,12 @@
-"""disk.qcow2: the KVM disk, converted from disk.raw by qemu-img."""
+"""disk.qcow2: the KVM disk, converted from the disk output's raw image by qemu-img."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from pydantic import Field
 
+from ..fsutil import atomic_path
 from ..manifest import Artifact
-from . import Options, Output
+from .base import Options, Output, OutputContext
 
 
 class Qcow2Options(Options):
@@ -19,15 +17,24 @@ class Qcow2(Output):
     name = "qcow2"
     Options = Qcow2Options
     needs = ("disk",)
+    tools = ("qemu-img",)
 
-    def files(self) -> list[str]:
+    @classmethod
+    def files(cls, options) -> list[str]:
         return ["disk.qcow2"]
 
-    def make(self, tree: Path, ledger, runner) -> list[Artifact]:
-        out = self.plan.out_dir
-        tmp, final = out / ".disk.qcow2.tmp", out / "disk.qcow2"
-        tmp.unlink(missing_ok=True)
-        runner(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", *(["-c"] if self.options.compress else []),
-                str(out / "disk.raw"), str(tmp)])
-        os.replace(tmp, final)
-        return [Artifact.of("qcow2", final, out)]
+    @classmethod
+    def make(cls, ctx: OutputContext) -> list[Artifact]:
+        raw = ctx.input("disk", "disk")
+        final = ctx.out / "disk.qcow2"
+        progress = ["-p"] if ctx.runner is not None and _interactive() else []
+        with atomic_path(final) as tmp:
+            ctx.runner(["qemu-img", "convert", *progress, "-f", "raw", "-O", "qcow2",
+                        *(["-c"] if ctx.options.compress else []), str(raw), str(tmp)])
+        return [Artifact.of("qcow2", final, ctx.out, format="qcow2", virtual_size=raw.stat().st_size)]
+
+
+def _interactive() -> bool:
+    import sys
+    from .. import log
+    return sys.stderr.isatty() and log.level() >= log.NORMAL

@@ -3,35 +3,26 @@ with `mkfs.ext4 -d` (no loop device, no mount)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
 
 from .. import log
 from ..errors import CommandError
+from ..fsutil import atomic_path, round_up
 from ..layout import MIB, rootfs_size
 from ..manifest import Artifact
-from . import Options, Output
+from ..tree import tree_usage
+from .base import Options, Output, OutputContext
+
+MAX_MIB = 16 << 20  # 16 TiB: beyond that a typo, not an image
 
 
 class RootfsOptions(Options):
-    extent_mib: int = Field(4, gt=0, description="LVM extent size; the image is a multiple of it")
-    free_mib: int = Field(256, ge=0, description="free space left in the filesystem")
-    label: str = Field("root", max_length=16)
-
-
-def tree_usage(tree: Path) -> tuple[int, int]:
-    """(bytes allocated in 4 KiB blocks, inode count) of a tree, not crossing mounts."""
-    used, inodes = 0, 0
-    dev = tree.stat().st_dev
-    for dirpath, dirnames, filenames in os.walk(tree):
-        dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == dev]
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            used += -(-st.st_size // 4096) * 4096
-            inodes += 1
-    return used, inodes
+    extent_mib: int = Field(4, gt=0, le=1024, description="LVM extent size; the image is a multiple of it")
+    free_mib: int = Field(256, ge=0, le=MAX_MIB, description="free space left in the filesystem")
+    label: str = Field("root", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_.-]+$",
+                       description="ext4 volume label (at most 16 bytes)")
 
 
 def mkfs_argv(image: Path, tree: Path, uuid: str, label: str, size: int) -> list[str]:
@@ -40,29 +31,38 @@ def mkfs_argv(image: Path, tree: Path, uuid: str, label: str, size: int) -> list
             "-E", f"root_owner=0:0,hash_seed={uuid}", "-d", str(tree), str(image), f"{size // 1024}k"]
 
 
+def _out_of_room(exc: CommandError) -> bool:
+    text = str(exc).lower()
+    return "could not allocate" in text or "no space" in text or "not enough space" in text \
+        or "inode" in text and "allocat" in text
+
+
 class Rootfs(Output):
     name = "rootfs"
     Options = RootfsOptions
+    needs_tree = True
+    tools = ("mkfs.ext4",)
 
-    def files(self) -> list[str]:
+    @classmethod
+    def files(cls, options) -> list[str]:
         return ["rootfs.img"]
 
-    def make(self, tree: Path, ledger, runner) -> list[Artifact]:
-        out = self.plan.out_dir
-        image = out / "rootfs.img"
-        tmp = out / ".rootfs.img.tmp"
-        used, inodes = tree_usage(tree)
-        size = rootfs_size(used, inodes, self.options.free_mib, self.options.extent_mib)
-        for attempt in range(3):
-            tmp.unlink(missing_ok=True)
-            try:
-                runner(mkfs_argv(tmp, tree, self.plan.root_uuid, self.options.label, size))
-                break
-            except CommandError:
-                if attempt == 2:
-                    raise
-                size += max(size // 4, self.options.extent_mib * MIB)
-                size = -(-size // (self.options.extent_mib * MIB)) * self.options.extent_mib * MIB
-                log.info(f"rootfs: filesystem too small, retrying with {size // MIB} MiB")
-        os.replace(tmp, image)
-        return [Artifact.of("rootfs", image, out)]
+    @classmethod
+    def make(cls, ctx: OutputContext) -> list[Artifact]:
+        opts = ctx.options
+        image = ctx.out / "rootfs.img"
+        used, inodes = tree_usage(ctx.tree)
+        size = rootfs_size(used, inodes, opts.free_mib, opts.extent_mib)
+        with atomic_path(image) as tmp:
+            for attempt in range(3):
+                tmp.unlink(missing_ok=True)
+                try:
+                    ctx.runner(mkfs_argv(tmp, ctx.tree, ctx.build.root_uuid, opts.label, size), capture=True)
+                    break
+                except CommandError as exc:
+                    # Only a filesystem too small for the tree is worth a larger try.
+                    if attempt == 2 or not _out_of_room(exc):
+                        raise
+                    size = round_up(size + max(size // 4, opts.extent_mib * MIB), opts.extent_mib * MIB)
+                    log.info(f"rootfs: filesystem too small, retrying with {size // MIB} MiB")
+        return [Artifact.of("rootfs", image, ctx.out, format="ext4")]

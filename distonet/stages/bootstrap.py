@@ -1,37 +1,53 @@
 """bootstrap: mmdebstrap (default) or debootstrap into the stage's tree.
 
 Downloaded .debs go to the shared package cache (cache/apt-archives) and come back from it,
-and with mmdebstrap the package lists are kept per archive state (cache/apt-lists/<state>), so
-an unchanged recipe rebuilds from scratch without the network. Lists stay in the tree: the
-package layers install from them; seal removes them.
+and with mmdebstrap the package lists are kept per archive state and mirror
+(cache/apt-lists/<id>), so an unchanged recipe rebuilds from scratch without the network.
+Lists stay in the tree: the package layers install from them; seal removes them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any, Mapping
 
-from ..ledger import Ledger
-from ..plan import BuildPlan, Stage
-from ..recipe import BootstrapTool
-from ..run import Runner
-
-
-def lists_cache(plan: BuildPlan) -> Path:
-    return plan.paths.cache / "apt-lists" / plan.archive[:24]
+from ..enums import BootstrapTool
+from .base import HostFacts, StageContext, StageKind
 
 
-def bootstrap_argv(plan: BuildPlan, tree: Path, lists: Path | None = None, save_lists: Path | None = None) -> list[str]:
+def apt_lines(inputs: Mapping[str, Any], host: HostFacts) -> list[str]:
+    """The archive lines the build (and, through mmdebstrap, the image's sources.list) use."""
+    comps = " ".join(inputs["components"])
+    mirror = inputs.get("mirror") or host.mirror
+    lines = [f"deb {mirror} {inputs['suite']} {comps}"]
+    if inputs.get("updates"):
+        lines.append(f"deb {mirror} {inputs['suite']}-updates {comps}")
+    if inputs.get("security"):
+        lines.append(f"deb {host.security_mirror} {inputs['suite']}-security {comps}")
+    return lines
+
+
+def lists_cache(inputs: Mapping[str, Any], host: HostFacts) -> Path:
+    # Lists are named after the mirror they came from: keyed by archive state *and* the lines.
+    ident = hashlib.sha256(("\n".join(apt_lines(inputs, host)) + inputs["archive"]).encode()).hexdigest()
+    return host.cache / "apt-lists" / ident[:24]
+
+
+def bootstrap_argv(inputs: Mapping[str, Any], host: HostFacts, tree: Path,
+                   lists: Path | None = None, save_lists: Path | None = None) -> list[str]:
     """`lists`: reuse these package lists and skip `apt-get update`; `save_lists`: keep them there."""
-    dist = plan.recipe.distribution
-    cache = plan.paths.apt_archives
-    if dist.bootstrap == BootstrapTool.debootstrap:
-        return ["debootstrap", f"--variant={dist.variant}", f"--arch={dist.architecture}",
-                f"--components={','.join(dist.components)}", f"--cache-dir={cache}",
-                dist.suite, str(tree), plan.mirror]
-    return ["mmdebstrap", "--mode=root", f"--variant={dist.variant}",
-            f"--architectures={dist.architecture}", f"--components={' '.join(dist.components)}",
+    cache = host.apt_archives
+    proxy = [f"--aptopt=Acquire::http::Proxy \"{host.proxy}\""] if host.proxy else []
+    if inputs["tool"] == BootstrapTool.debootstrap:
+        return ["debootstrap", f"--variant={inputs['variant']}", f"--arch={inputs['architecture']}",
+                f"--components={','.join(inputs['components'])}", f"--cache-dir={cache}",
+                inputs["suite"], str(tree), inputs.get("mirror") or host.mirror]  # no `--` in debootstrap; suites are validated
+    return ["mmdebstrap", "--mode=root", f"--variant={inputs['variant']}",
+            f"--architectures={inputs['architecture']}", f"--components={' '.join(inputs['components'])}",
+            *proxy,
             # keep every .deb (essential ones too) for the package cache, and the lists
             "--skip=download/empty", "--skip=essential/unlink", "--skip=cleanup/apt/lists",
             '--setup-hook=mkdir -p "$1"/var/cache/apt/archives',
@@ -40,24 +56,51 @@ def bootstrap_argv(plan: BuildPlan, tree: Path, lists: Path | None = None, save_
             *(["--setup-hook=mkdir -p \"$1\"/var/lib/apt/lists",
                f"--setup-hook=sync-in {lists} /var/lib/apt/lists/", "--skip=update"] if lists else []),
             *([f"--customize-hook=sync-out /var/lib/apt/lists {save_lists}"] if save_lists else []),
-            dist.suite, str(tree), plan.mirror]
+            # `--` ends the options: a suite can never be read as one
+            "--", inputs["suite"], str(tree), *apt_lines(inputs, host)]
 
 
-def make(plan: BuildPlan, stage: Stage, partial: Path, ledger: Ledger, runner: Runner) -> dict:
-    tree = partial / "tree"
-    plan.paths.apt_archives.mkdir(parents=True, exist_ok=True)
-    (plan.paths.apt_archives / "partial").mkdir(exist_ok=True)
-    ledger.mounts_under(tree)  # the tool mounts proc/sys/dev itself; undo them if it is killed
-    lists = lists_cache(plan)
-    if plan.recipe.distribution.bootstrap != BootstrapTool.mmdebstrap:
-        runner(bootstrap_argv(plan, tree))
-    elif (lists / "lock").exists() or any(lists.glob("*_Packages*")):
-        runner(bootstrap_argv(plan, tree, lists=lists))
-    else:
-        saving = lists.with_name(f"{lists.name}.partial-{os.getpid()}")
-        shutil.rmtree(saving, ignore_errors=True)
-        saving.mkdir(parents=True)
-        runner(bootstrap_argv(plan, tree, save_lists=saving))
-        shutil.rmtree(lists, ignore_errors=True)
-        os.replace(saving, lists)
-    return {"tool": str(plan.recipe.distribution.bootstrap)}
+class Bootstrap(StageKind):
+    kind = "bootstrap"
+    order = 0
+    version = 2
+
+    @classmethod
+    def instances(cls, recipe, facts):
+        dist = recipe.distribution
+        inputs = {"suite": dist.suite, "architecture": str(dist.architecture),
+                  "components": list(dist.components), "tool": str(dist.bootstrap),
+                  "variant": str(dist.variant), "archive": facts.archive,
+                  "updates": facts.updates, "security": facts.security}
+        if dist.mirror:  # a mirror the recipe names is part of the image (its sources.list)
+            inputs["mirror"] = dist.mirror.rstrip("/")
+        yield "bootstrap", inputs
+
+    @classmethod
+    def host_tools(cls, inputs):
+        return (inputs["tool"],)
+
+    @classmethod
+    def make(cls, ctx: StageContext) -> dict:
+        inputs, host, runner = ctx.inputs, ctx.host, ctx.runner
+        tree = ctx.partial / "tree"
+        host.apt_archives.mkdir(parents=True, exist_ok=True)
+        (host.apt_archives / "partial").mkdir(exist_ok=True)
+        ctx.ledger.mounts_under(tree)  # the tool mounts proc/sys/dev itself; undo them if it is killed
+        lists = lists_cache(inputs, host)
+        if inputs["tool"] != BootstrapTool.mmdebstrap:
+            runner(bootstrap_argv(inputs, host, tree))
+        elif (lists / "lock").exists() or any(lists.glob("*_Packages*")):
+            runner(bootstrap_argv(inputs, host, tree, lists=lists))
+        else:
+            saving = lists.with_name(f"{lists.name}.partial-{os.getpid()}")
+            shutil.rmtree(saving, ignore_errors=True)
+            saving.mkdir(parents=True)
+            try:
+                runner(bootstrap_argv(inputs, host, tree, save_lists=saving))
+            except BaseException:
+                shutil.rmtree(saving, ignore_errors=True)
+                raise
+            shutil.rmtree(lists, ignore_errors=True)
+            os.replace(saving, lists)
+        return {"tool": inputs["tool"], "apt": apt_lines(inputs, host)}

@@ -1,14 +1,10 @@
-"""packages.<layer>: apt-get install one named layer into its own overlayfs upper dir."""
+"""packages.<layer>: apt-get install one named layer into its own overlayfs upper dir.
+The kernel layer comes first (it changes rarely, so recipes that add layers reuse it)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..chroot import chroot_argv, chroot_session
-from ..ledger import Ledger
-from ..plan import BuildPlan, Stage
-from ..run import Runner
-from . import mount_for_writing
+from ..host.chroot import chroot_argv, chroot_session
+from .base import StageContext, StageKind
 
 APT = ["apt-get", "-y", "-q", "--no-install-recommends",
        "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
@@ -18,16 +14,36 @@ APT = ["apt-get", "-y", "-q", "--no-install-recommends",
 # (As a file: apt ignores an empty value given with -o.)
 BUILD_APT_CONF = 'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'
 
+KERNEL_LAYER = "kernel"
 
 
-def make(plan: BuildPlan, stage: Stage, partial: Path, ledger: Ledger, runner: Runner) -> dict:
-    packages = list(stage.inputs["packages"])
-    merged = mount_for_writing(plan, stage, partial, ledger)
-    conf = merged / "etc/apt/apt.conf.d/00distonet-build"
-    conf.write_text(BUILD_APT_CONF)
-    try:
-        with chroot_session(ledger, merged, plan.paths.apt_archives):
-            runner(chroot_argv(merged, [*APT, "install", *packages]))
-    finally:
-        conf.unlink(missing_ok=True)
-    return {"packages": packages}
+def apt_install_argv(packages: list[str], proxy: str | None) -> list[str]:
+    # The proxy is a command-line option: it reaches this apt run and never a file in the image.
+    opts = ["-o", f"Acquire::http::Proxy={proxy}"] if proxy else []
+    return [*APT, *opts, "install", "--", *packages]
+
+
+class Packages(StageKind):
+    kind = "packages"
+    order = 10
+    version = 4
+
+    @classmethod
+    def instances(cls, recipe, facts):
+        layers = [(KERNEL_LAYER, [recipe.kernel.package, *recipe.kernel.initramfs])]
+        layers += [(name, list(pkgs)) for name, pkgs in recipe.packages.items() if pkgs]
+        for name, pkgs in layers:
+            yield f"packages.{name}", {"packages": sorted(set(pkgs)), "archive": facts.archive}
+
+    @classmethod
+    def make(cls, ctx: StageContext) -> dict:
+        packages = list(ctx.inputs["packages"])
+        merged = ctx.mount_for_writing()
+        conf = merged / "etc/apt/apt.conf.d/00distonet-build"
+        conf.write_text(BUILD_APT_CONF)
+        try:
+            with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
+                ctx.runner(chroot_argv(merged, apt_install_argv(packages, ctx.host.proxy)))
+        finally:
+            conf.unlink(missing_ok=True)
+        return {"packages": packages}

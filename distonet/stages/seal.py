@@ -10,12 +10,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import uuid
 from pathlib import Path
 
-from ..ledger import Ledger
-from ..plan import BuildPlan, Stage
-from ..run import Runner
-from . import mount_for_writing
+from ..digest import digest
+from ..host.run import Runner
+from .base import StageContext, StageKind
 
 SSH_KEYGEN_DROPIN = """\
 # distonet: images ship without host keys; make them on first boot, before sshd checks its config.
@@ -55,16 +55,21 @@ def fstab(root_uuid: str) -> str:
     return f"# made by distonet\nUUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
 
 
-def hosts(hostname: str) -> str:
-    return f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+def hosts(hostname: str | None) -> str:
+    own = f"127.0.1.1\t{hostname}\n" if hostname else ""
+    return f"127.0.0.1\tlocalhost\n{own}::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
     for pattern in REMOVE_GLOBS:
         _remove(root, pattern)
     (root / "etc/machine-id").write_text("")  # empty: systemd makes a new one at first boot
-    (root / "etc/hostname").write_text(inputs["hostname"] + "\n")
-    (root / "etc/hosts").write_text(hosts(inputs["hostname"]))
+    hostname = inputs["hostname"]
+    if hostname:
+        (root / "etc/hostname").write_text(hostname + "\n")
+    else:  # null: the name comes from DHCP (diskless nodes share one image)
+        (root / "etc/hostname").unlink(missing_ok=True)
+    (root / "etc/hosts").write_text(hosts(hostname))
     (root / "etc/fstab").write_text(fstab(inputs["root_uuid"]))
     if (root / "usr/sbin/sshd").exists():
         dropin = root / "etc/systemd/system/ssh.service.d"
@@ -78,8 +83,9 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
         runner(["chroot", str(root), "systemctl", "enable", "systemd-networkd.service"])
     access = inputs["access"]
     # Root stays locked ('*' in shadow, as debootstrap leaves it) unless the recipe opens it.
+    # The hash goes through stdin, never a command line another user could read in ps.
     password = access.get("root_password_hash") or "*"
-    runner(["usermod", "--root", str(root), "-p", password, "root"])
+    runner(["chpasswd", "--root", str(root), "--encrypted"], input=f"root:{password}\n")
     if access.get("ssh_keys"):
         ssh = root / "root/.ssh"
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -89,18 +95,43 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
 
 def package_list(root: Path, runner: Runner) -> list[dict]:
     out = runner(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
-                  "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"],
+                  "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t"
+                        "${source:Package}\t${source:Version}\t${Installed-Size}\n"],
                  capture=True).stdout
     pkgs = []
     for line in out.splitlines():
-        status, name, version, arch = line.split("\t")
+        status, name, version, arch, source, source_version, size = line.split("\t")
         if status.strip() == "ii":
-            pkgs.append({"name": name, "version": version, "architecture": arch})
+            pkgs.append({"name": name, "version": version, "architecture": arch, "source": source,
+                         "source_version": source_version, "installed_kib": int(size or 0)})
     return sorted(pkgs, key=lambda p: p["name"])
 
 
-def make(plan: BuildPlan, stage: Stage, partial: Path, ledger: Ledger, runner: Runner) -> dict:
-    merged = mount_for_writing(plan, stage, partial, ledger)
-    seal_tree(merged, dict(stage.inputs), runner)
-    pkgs = package_list(merged, runner)
-    return {"packages": pkgs}
+class Seal(StageKind):
+    kind = "seal"
+    order = 100
+    version = 3
+    tools = ("dpkg-query", "chpasswd")
+
+    @classmethod
+    def instances(cls, recipe, facts):
+        yield "seal", {"hostname": recipe.hostname, "access": recipe.access.model_dump(mode="json"),
+                       "network": recipe.network.model_dump(mode="json")}
+
+    @classmethod
+    def complete(cls, inputs, parent_key):
+        # The root filesystem's UUID is part of what seal writes (fstab), derived from what it depends on.
+        return {**inputs, "root_uuid": root_uuid(parent_key, inputs)}
+
+    @classmethod
+    def make(cls, ctx: StageContext) -> dict:
+        merged = ctx.mount_for_writing()
+        seal_tree(merged, dict(ctx.inputs), ctx.runner)
+        return {"packages": package_list(merged, ctx.runner)}
+
+
+_UUID_NS = uuid.UUID("6f1f8a52-5d1e-4c1b-9a43-0d15f0a7e001")
+
+
+def root_uuid(parent_key: str | None, inputs: dict) -> str:
+    return str(uuid.uuid5(_UUID_NS, digest({"parent": parent_key, **inputs})))

@@ -3,7 +3,7 @@
 import time
 
 from distonet.boot.qemu import LOGIN, qemu_argv, watch
-from distonet.ledger import Ledger
+from distonet.host.ledger import Ledger
 
 
 def fake_vm(console, text, then_sleep=30):

@@ -59,8 +59,10 @@ def test_patch_bios_boot_refuses_a_core_too_big():
 
 
 def test_grub_cfg_has_serial_console_and_cmdline():
-    cfg = grub.grub_cfg("t", "6.12.1-amd64", "uuid-1", ["quiet"], "ttyS0,115200")
+    args = grub.kernel_cmdline("uuid-1", ["quiet"], "ttyS0,115200")
+    cfg = grub.grub_cfg("t", "6.12.1-amd64", "uuid-1", args, "ttyS0,115200")
     assert "serial --unit=0 --speed=115200" in cfg
     assert "linux /boot/vmlinuz-6.12.1-amd64 root=UUID=uuid-1 ro console=tty0 console=ttyS0,115200 quiet" in cfg
     assert "initrd /boot/initrd.img-6.12.1-amd64" in cfg
-    assert "serial" not in grub.grub_cfg("t", "v", "u", [], None)
+    assert "serial" not in grub.grub_cfg("t", "v", "u", grub.kernel_cmdline("u", [], None), None)
+    assert grub.kernel_cmdline("u", [], None) == ["root=UUID=u", "ro"]

@@ -1,16 +1,7 @@
-from distonet.plan import make_plan
-from distonet.recipe import load_recipe
-from tests.conftest import write
+"""The stage and output keys: the right ones change, the rest stay."""
 
-MIRROR = "http://archive.invalid/debian"
-
-
-def plan_of(name, paths, archive="A"):
-    return make_plan(load_recipe(name, paths.recipes), paths, mirror=MIRROR, archive=archive)
-
-
-def keys(plan):
-    return {s.name: s.key for s in plan.stages}
+from distonet.store import StageStore
+from tests.helpers import keys, plan_of, write
 
 
 def test_stage_order(paths):
@@ -31,9 +22,20 @@ def test_changing_one_layer_changes_only_it_and_downstream(paths):
     assert a["packages.ssh"] != b["packages.ssh"] and a["seal"] != b["seal"]
 
 
-def test_package_order_does_not_matter(paths):
-    write(paths.recipes, "m2", "extends: minimal\nreplace: [packages.ssh]\npackages: {ssh: [openssh-server]}\n")
-    assert keys(plan_of("minimal", paths)) != {} and keys(plan_of("m2", paths))["packages.ssh"] == keys(plan_of("minimal", paths))["packages.ssh"]
+def test_package_order_and_duplicates_do_not_matter(paths):
+    base = plan_of("minimal", paths).stage("packages.base").inputs["packages"]
+    shuffled = list(reversed(base)) + [base[0]]
+    write(paths.recipes, "m2", "extends: minimal\nreplace: [packages.base]\n"
+                               f"packages: {{base: [{', '.join(shuffled)}]}}\n")
+    assert list(reversed(base)) != list(base)  # really another order
+    assert keys(plan_of("m2", paths)) == keys(plan_of("minimal", paths))
+
+
+def test_kernel_package_changes_the_kernel_layer_and_after(paths):
+    write(paths.recipes, "k", "extends: minimal\nkernel: {package: linux-image-cloud-amd64}\n")
+    a, b = keys(plan_of("minimal", paths)), keys(plan_of("k", paths))
+    assert a["bootstrap"] == b["bootstrap"]
+    assert [n for n in a if a[n] != b[n]] == ["packages.kernel", "packages.base", "packages.ssh", "seal"]
 
 
 def test_hostname_changes_only_seal(paths):
@@ -45,15 +47,30 @@ def test_hostname_changes_only_seal(paths):
 def test_extending_with_a_layer_shares_every_parent_stage(paths):
     write(paths.recipes, "science", "extends: minimal\npackages: {science: [python3-numpy]}\n")
     a, b = plan_of("minimal", paths), plan_of("science", paths)
+    store = StageStore(paths.stages)
     assert [s.name for s in b.stages][:4] == [s.name for s in a.stages][:4]
     for sa, sb in zip(a.stages[:4], b.stages[:4]):
-        assert sa.key == sb.key and a.stage_dir(sa) == b.stage_dir(sb)
+        assert sa.key == sb.key and store.dir(sa.key) == store.dir(sb.key)
     assert b.stages[4].name == "packages.science"
 
 
-def test_archive_state_changes_every_stage(paths):
-    a, b = keys(plan_of("minimal", paths, "A")), keys(plan_of("minimal", paths, "B"))
-    assert all(a[n] != b[n] for n in a)
+def test_archive_state_changes_every_stage_but_the_host_mirror_none(paths):
+    a = keys(plan_of("minimal", paths, archive="A"))
+    assert all(a[n] != b for n, b in keys(plan_of("minimal", paths, archive="B")).items())
+    # Two builders on two mirrors of one archive state share every stage.
+    assert keys(plan_of("minimal", paths, mirror="http://other.invalid/debian")) == a
+
+
+def test_a_mirror_the_recipe_names_is_content(paths):
+    write(paths.recipes, "m", "extends: minimal\ndistribution: {mirror: 'http://site.invalid/debian'}\n")
+    assert keys(plan_of("m", paths))["bootstrap"] != keys(plan_of("minimal", paths))["bootstrap"]
+
+
+def test_security_and_updates_suites_are_in_the_bootstrap_key(paths):
+    on = plan_of("minimal", paths)
+    assert on.stages[0].inputs["security"] is True and on.stages[0].inputs["updates"] is True
+    off = plan_of("minimal", paths, security=False)
+    assert keys(off)["bootstrap"] != keys(on)["bootstrap"]
 
 
 def test_bookworm_is_one_key_away(paths):
@@ -61,6 +78,13 @@ def test_bookworm_is_one_key_away(paths):
     a, b = plan_of("minimal", paths), plan_of("old", paths)
     assert b.stages[0].inputs["suite"] == "bookworm"
     assert b.stages[0].key != a.stages[0].key
+
+
+def test_stage_inputs_are_read_only(paths):
+    import pytest
+    plan = plan_of("minimal", paths)
+    with pytest.raises(TypeError):
+        plan.stages[0].inputs["suite"] = "sid"  # type: ignore[index]
 
 
 def test_outputs_pull_in_what_they_need_in_order(paths):
@@ -95,3 +119,20 @@ def test_boot_settings_change_the_disk_only(paths):
     assert keys(a) == keys(b)
     assert a.output("rootfs").key == b.output("rootfs").key
     assert a.output("disk").key != b.output("disk").key and a.output("qcow2").key != b.output("qcow2").key
+    assert "quiet" in b.build.cmdline and f"root=UUID={b.root_uuid}" in b.build.cmdline
+
+
+def test_build_id_follows_the_resolved_recipe(paths):
+    write(paths.recipes, "m2", "extends: minimal\ndescription: another words\n")
+    a, b = plan_of("minimal", paths), plan_of("m2", paths)
+    assert keys(a) == keys(b) and a.build_id != b.build_id
+
+
+def test_unknown_stage_or_output_is_a_clear_error(paths):
+    import pytest
+    from distonet.errors import DistonetError
+    plan = plan_of("minimal", paths)
+    with pytest.raises(DistonetError, match="no stage named 'nope'"):
+        plan.stage("nope")
+    with pytest.raises(DistonetError, match="no output named 'iso'"):
+        plan.output("iso")

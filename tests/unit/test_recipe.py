@@ -4,8 +4,9 @@ import pytest
 
 from distonet import PROJECT_ROOT
 from distonet.errors import RecipeError
-from distonet.recipe import BootstrapTool, Firmware, json_schema, load_recipe, merge
-from tests.conftest import write
+from distonet.enums import BootstrapTool, Firmware
+from distonet.recipe import json_schema, load_recipe, merge
+from tests.helpers import write
 
 
 def test_minimal_loads_with_trixie_and_every_first_output(recipes):
@@ -116,7 +117,7 @@ def test_missing_parent(recipes):
 def test_extends_cycle(recipes):
     write(recipes, "a", "extends: b\n")
     msg = error_of(recipes, "b", "extends: a\n")
-    assert "cycle" in msg and "a → b → a" in msg or "b → a → b" in msg
+    assert "cycle" in msg and ("a → b → a" in msg or "b → a → b" in msg)
 
 
 def test_yaml_syntax_error_names_file_and_line(recipes):

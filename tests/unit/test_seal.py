@@ -1,4 +1,4 @@
-from distonet.run import RecordingRunner
+from tests.recording import RecordingRunner
 from distonet.stages.seal import seal_tree
 
 
@@ -37,7 +37,9 @@ def test_seal_removes_host_state_and_sets_identity(tmp_path):
     assert "ssh-keygen -A" in (tmp_path / "etc/systemd/system/ssh.service.d/distonet-hostkeys.conf").read_text()
     assert "DHCP=yes" in (tmp_path / "etc/systemd/network/80-distonet-dhcp.network").read_text()
     assert runner.calls == [("chroot", str(tmp_path), "systemctl", "enable", "systemd-networkd.service"),
-                            ("usermod", "--root", str(tmp_path), "-p", "*", "root")]  # locked
+                            ("chpasswd", "--root", str(tmp_path), "--encrypted")]
+    assert runner.inputs[-1] == "root:*\n"  # locked
+    assert (tmp_path / "etc/hosts").read_text().splitlines()[1] == "127.0.1.1\tnode"
 
 
 def test_seal_opens_root_with_a_hash_or_keys(tmp_path):
@@ -45,8 +47,26 @@ def test_seal_opens_root_with_a_hash_or_keys(tmp_path):
     runner = RecordingRunner()
     access = {"root_password_hash": "$6$salt$hash", "ssh_keys": ["ssh-ed25519 AAAA one", "ssh-rsa BBBB two\n"]}
     seal_tree(tmp_path, {**INPUTS, "access": access, "network": {"dhcp": False}}, runner)
-    assert runner.calls == [("usermod", "--root", str(tmp_path), "-p", "$6$salt$hash", "root")]
+    # The hash goes on stdin: never on a command line that `ps` shows.
+    assert runner.calls == [("chpasswd", "--root", str(tmp_path), "--encrypted")]
+    assert runner.inputs == ["root:$6$salt$hash\n"]
+    assert not any("$6$" in a for call in runner.calls for a in call)
     assert not (tmp_path / "etc/systemd/network/80-distonet-dhcp.network").exists()
     keys = tmp_path / "root/.ssh/authorized_keys"
     assert keys.read_text() == "ssh-ed25519 AAAA one\nssh-rsa BBBB two\n"
     assert oct(keys.stat().st_mode & 0o777) == "0o600"
+
+
+def test_hostname_null_leaves_the_name_to_dhcp(tmp_path):
+    make_tree(tmp_path)
+    seal_tree(tmp_path, {**INPUTS, "hostname": None}, RecordingRunner())
+    assert not (tmp_path / "etc/hostname").exists()
+    hosts = (tmp_path / "etc/hosts").read_text()
+    assert "127.0.1.1" not in hosts and "localhost" in hosts
+
+
+def test_stamp_inputs_never_hold_the_hash():
+    from distonet.secrets import redact
+    data = redact({"hostname": "n", "access": {"root_password_hash": "$6$x$y", "ssh_keys": []}})
+    assert data["access"]["root_password_hash"] == "<redacted>"
+    assert redact({"access": {"root_password_hash": None}})["access"]["root_password_hash"] is None

@@ -1,28 +1,31 @@
-from distonet.plan import make_plan
-from distonet.recipe import load_recipe
-from distonet.tasks import make_tasks
+"""The doit graph: names carry the recipe, stages chain, outputs follow seal and their needs."""
+
+from distonet.store import StageStore
+from distonet.tasks import make_tasks, split_names
+from tests.helpers import plan_of, write
 
 
 def tasks_of(paths, name="minimal"):
-    plan = make_plan(load_recipe(name, paths.recipes), paths, mirror="http://archive.invalid/debian", archive="A")
-    return plan, {(t["basename"] + (":" + t["name"] if "name" in t else "")): t for t in make_tasks(plan)}
+    plan = plan_of(name, paths)
+    return plan, {f"{t['basename']}:{t['name']}": t for t in make_tasks(plan)}
 
 
 def test_task_names_carry_the_recipe(paths):
     _, tasks = tasks_of(paths)
-    assert set(tasks) == {"bootstrap:minimal", "packages.kernel:minimal", "packages.base:minimal",
-                          "packages.ssh:minimal", "seal:minimal", "rootfs:minimal", "kernel:minimal",
-                          "disk:minimal", "qcow2:minimal", "manifest:minimal", "build", "boot"}
+    assert set(tasks) == {f"{n}:minimal" for n in (
+        "bootstrap", "packages.kernel", "packages.base", "packages.ssh", "seal", "rootfs", "kernel",
+        "disk", "qcow2", "manifest", "build", "boot")}
 
 
 def test_stage_chain_and_targets_are_stamps(paths):
     plan, tasks = tasks_of(paths)
+    store = StageStore(paths.stages)
     assert tasks["bootstrap:minimal"]["task_dep"] == []
     assert tasks["packages.kernel:minimal"]["task_dep"] == ["bootstrap:minimal"]
     assert tasks["seal:minimal"]["task_dep"] == ["packages.ssh:minimal"]
     for stage in plan.stages:
         t = tasks[f"{stage.name}:minimal"]
-        assert t["targets"] == [str(plan.stamp(stage))]
+        assert t["targets"] == [str(store.stamp_path(stage.key))]
         assert stage.key[:32] in t["targets"][0]
         assert t["uptodate"][0]() is False  # nothing built in a fresh cache
 
@@ -33,6 +36,35 @@ def test_outputs_depend_on_seal_and_their_needs(paths):
     assert tasks["disk:minimal"]["task_dep"] == ["seal:minimal", "rootfs:minimal"]
     assert tasks["qcow2:minimal"]["task_dep"] == ["seal:minimal", "disk:minimal"]
     assert set(tasks["manifest:minimal"]["task_dep"]) == {"rootfs:minimal", "kernel:minimal", "disk:minimal", "qcow2:minimal"}
-    assert tasks["build"]["task_dep"] == ["manifest:minimal"]
-    assert tasks["build"]["clean"]
-    assert tasks["disk:minimal"]["targets"][0].endswith("output/minimal/disk.raw")
+    assert tasks["build:minimal"]["task_dep"] == ["manifest:minimal"]
+    assert tasks["build:minimal"]["clean"]
+    assert tasks["boot:minimal"]["task_dep"] == ["manifest:minimal"]
+    assert tasks["disk:minimal"]["uptodate"][0]() is False
+
+
+def test_two_recipes_share_one_graph_without_name_clashes(paths):
+    from distonet.tasks import load_tasks
+    import distonet.pipeline as pipeline
+    write(paths.recipes, "lab", "extends: minimal\npackages: {tools: [tree]}\n")
+    plans = {n: plan_of(n, paths) for n in ("minimal", "lab")}
+    orig = pipeline.load_plans
+    try:
+        pipeline.load_plans = lambda names, offline_ok=False: [plans[n] for n in names]
+        tasks = load_tasks(["minimal", "lab"])
+    finally:
+        pipeline.load_plans = orig
+    names = [f"{t['basename']}:{t['name']}" if t["name"] else t["basename"] for t in tasks]
+    assert len(names) == len(set(names))
+    assert {"bootstrap:minimal", "bootstrap:lab", "packages.tools:lab", "build:minimal", "build:lab", "build"} <= set(names)
+    groups = [t for t in tasks if t["name"] is None]
+    assert tasks[: len(groups)] == groups  # group definitions come first, as doit wants
+    assert plans["minimal"].stages[0].key == plans["lab"].stages[0].key  # one snapshot for both
+
+
+def test_recipe_variable_takes_several_names_and_refuses_an_empty_one():
+    import pytest
+    from distonet.errors import DistonetError
+    assert split_names(None) == ["minimal"]
+    assert split_names("a,b") == ["a", "b"] and split_names("a b") == ["a", "b"]
+    with pytest.raises(DistonetError, match="no recipe named"):
+        split_names("")

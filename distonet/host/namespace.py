@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .errors import BuildError
+from ..errors import BuildError
 from .run import Runner, run
 
 CLONE_NEWNS = 0x00020000

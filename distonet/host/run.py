@@ -10,7 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from .errors import CommandError, ToolMissing
+from .. import log
+from ..errors import CommandError, ToolMissing
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class Result:
 
 class Runner(Protocol):
     def __call__(self, argv: Sequence[str], *, check: bool = True, capture: bool = False,
-                 env: dict | None = None, input: str | None = None, cwd: str | None = None) -> Result: ...
+                 env: dict | None = None, input: str | None = None,
+                 timeout: float | None = None) -> Result: ...
 
 
 # Set by an open Ledger: each command runs in its own process group, recorded before it does
@@ -32,35 +34,66 @@ spawn_observer: "Callable[[int], object] | None" = None
 exit_observer: "Callable[[object], None] | None" = None
 
 
+DEFAULT_TIMEOUT = 4 * 3600  # no single command of a build runs for hours; a hung one is ended
+
+
 def run(argv: Sequence[str], *, check: bool = True, capture: bool = False, env: dict | None = None,
-        input: str | None = None, cwd: str | None = None) -> Result:
-    """Run argv (never a shell string). On failure raise CommandError with the quoted command."""
+        input: str | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Result:
+    """Run argv (never a shell string). Its output goes to the build log (and to the terminal
+    when verbose); on failure raise CommandError with the quoted command and the output's tail.
+    After `timeout` seconds its whole process group is killed."""
     argv = tuple(str(a) for a in argv)
     full_env = None
     if env is not None:
         full_env = dict(os.environ)
         full_env.update(env)
+    logpath = log.log_file()
+    sink = None
+    if not capture and logpath is not None:
+        log.detail(f"$ {shlex.join(argv)}")
+        if log.level() < log.VERBOSE:
+            sink = open(logpath, "a")
+    start_at = sink.tell() if sink else 0
     try:
-        proc = subprocess.Popen(argv, env=full_env, cwd=cwd, text=True, process_group=0,
+        proc = subprocess.Popen(argv, env=full_env, text=True, process_group=0,
                                 preexec_fn=die_with_parent,
                                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE if capture else None,
-                                stderr=subprocess.PIPE if capture else None)
+                                stdout=subprocess.PIPE if capture else sink,
+                                stderr=subprocess.PIPE if capture else (subprocess.STDOUT if sink else None))
     except FileNotFoundError as exc:
+        if sink:
+            sink.close()
         raise ToolMissing(f"{argv[0]}: not found", hint="run ./setup.sh to install the host tools") from exc
     token = spawn_observer(proc.pid) if spawn_observer else None
     try:
-        out, err = proc.communicate(input)
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise CommandError(f"command timed out after {timeout:.0f}s and was killed: {shlex.join(argv)}") from None
     except BaseException:
         _kill_group(proc)
         raise
+    finally:
+        if sink:
+            sink.close()
     if exit_observer and token is not None:
         exit_observer(token)
     result = Result(argv, proc.returncode, out or "", err or "")
     if check and proc.returncode != 0:
-        detail = f"\n{result.stderr.strip()[-2000:]}" if result.stderr.strip() else ""
-        raise CommandError(f"command failed ({proc.returncode}): {shlex.join(argv)}{detail}")
+        tail = result.stderr.strip() or _tail(logpath, start_at) if (capture or sink) else ""
+        detail = f"\n{tail[-2000:]}" if tail else ""
+        where = f"\n(full output in {logpath})" if logpath and not capture else ""
+        raise CommandError(f"command failed ({proc.returncode}): {shlex.join(argv)}{detail}{where}")
     return result
+
+
+def _tail(path, offset: int, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            fh.seek(offset)
+            return "\n".join(fh.read().strip().splitlines()[-lines:])
+    except (OSError, TypeError):
+        return ""
 
 
 _libc = None
@@ -80,20 +113,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
-
-
-class RecordingRunner:
-    """A runner for tests: records argv lists and answers from a table of canned results."""
-
-    def __init__(self, answers: dict[str, str] | None = None):
-        self.calls: list[tuple[str, ...]] = []
-        self.answers = answers or {}
-
-    def __call__(self, argv, *, check=True, capture=False, env=None, input=None, cwd=None) -> Result:
-        argv = tuple(str(a) for a in argv)
-        self.calls.append(argv)
-        out = next((v for k, v in self.answers.items() if shlex.join(argv).startswith(k)), "")
-        return Result(argv, 0, out, "")
 
 
 def check_tools(tools: Sequence[str]) -> None:

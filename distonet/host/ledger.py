@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
-from . import log
+from .. import log
 from . import run as runmod
 from .run import Runner, run
 
@@ -29,12 +29,17 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22: starttime
 
 
-def _is_mounted(target: str) -> bool:
+def mount_points(pid: str = "self") -> list[str]:
+    """Mount points in a process's mount namespace (octal escapes decoded)."""
     try:
-        with open("/proc/self/mountinfo") as fh:
-            return any(line.split()[4] == target for line in fh)
+        with open(f"/proc/{pid}/mountinfo") as fh:
+            return [line.split()[4].encode().decode("unicode_escape") for line in fh]
     except OSError:
-        return False
+        return []
+
+
+def _is_mounted(target: str) -> bool:
+    return target in mount_points()
 
 
 class Ledger:
@@ -79,16 +84,6 @@ class Ledger:
             self.runner(["mount", "-o", "remount,bind,ro", target])
         return target
 
-    def loop(self, image: Path | str, *, partitions: bool = False) -> str:
-        """Attach a loop device; with partitions, add partition nodes with partx (BLKPG)."""
-        entry = self._record({"kind": "loop", "device": None, "image": str(image)})
-        dev = self.runner(["losetup", "--find", "--show", str(image)], capture=True).stdout.strip()
-        entry["device"] = dev
-        self._save()
-        if partitions:
-            self.runner(["partx", "-a", dev], check=False)
-        return dev
-
     def mounts_under(self, path: Path | str) -> None:
         """For tools that mount on their own (mmdebstrap): undo unmounts whatever is below path."""
         self._record({"kind": "under", "path": os.path.realpath(path)})
@@ -109,8 +104,16 @@ class Ledger:
     def undo_last(self) -> None:
         if self.entries:
             entry = self.entries[-1]
-            undo(entry, self.runner)
-            self._forget(entry)
+            try:
+                undo(entry, self.runner)
+            finally:
+                # Forget the entry that was undone (or failed), even when the state file cannot
+                # be saved (a full disk): the next undo must be of the entry before it.
+                self.entries.pop()
+                try:
+                    self._save()
+                except OSError:
+                    pass
 
     def mark(self) -> int:
         return len(self.entries)
@@ -128,7 +131,6 @@ class Ledger:
                 self.undo_last()
             except Exception as exc:  # keep undoing the rest; report after
                 errors.append(exc)
-                self.entries.pop()
         self.path.unlink(missing_ok=True)
         if errors:
             raise errors[0]
@@ -162,11 +164,7 @@ def _raise_interrupt(signum, frame):
 def mounts_below(path: str) -> list[str]:
     """Mount points at or below path, deepest first."""
     prefix = path.rstrip("/") + "/"
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            targets = [line.split()[4] for line in fh]
-    except OSError:
-        return []
+    targets = mount_points()
     found = [t for t in targets if t == path or t.startswith(prefix)]
     return sorted(set(found), key=len, reverse=True)
 
@@ -195,16 +193,18 @@ def undo(entry: dict, runner: Runner = run) -> None:
     elif kind == "process":
         # Each process was started as the leader of its own group: end the whole group.
         pid = entry["pid"]
-        leader_alive = entry.get("start") and _start_time(pid) == entry["start"]
-        if leader_alive:
-            _signal_group(pid, signal.SIGTERM)
-            for _ in range(50):
-                _reap(pid)
-                if _start_time(pid) != entry["start"]:
-                    break
-                time.sleep(0.1)
-        _signal_group(pid, signal.SIGKILL)
-        if leader_alive:
+        # Only a process whose start time matches is ours: a recycled pid belongs to someone else,
+        # and its group is never signalled.
+        if not (entry.get("start") and _start_time(pid) == entry["start"]):
+            return
+        _signal_group(pid, signal.SIGTERM)
+        for _ in range(50):
+            _reap(pid)
+            if _start_time(pid) != entry["start"]:
+                break
+            time.sleep(0.1)
+        if _start_time(pid) == entry["start"]:
+            _signal_group(pid, signal.SIGKILL)
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
@@ -233,8 +233,10 @@ def recover(state_dir: Path, runner: Runner = run) -> int:
     for path in sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []:
         try:
             state = json.loads(path.read_text())
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)
+        except (OSError, ValueError) as exc:
+            # Not silently: an unreadable record may stand for mounts nobody will undo.
+            log.info(f"recover: {path} is unreadable ({exc}); set aside as {path.name}.bad")
+            path.replace(path.with_name(path.name + ".bad"))
             continue
         if state.get("start") and _start_time(state["pid"]) == state["start"]:
             continue  # its owner is alive: not ours to touch

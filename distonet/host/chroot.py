@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +15,11 @@ CHROOT_ENV = {
     "LC_ALL": "C.UTF-8",
     "HOME": "/root",
 }
+
+
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+             "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
 
 
 def overlay_options(lowers: Sequence[Path], upper: Path | None = None, work: Path | None = None) -> str:
@@ -42,16 +46,26 @@ def mount_layers(ledger: Ledger, lowers: Sequence[Path], merged: Path,
 
 @contextlib.contextmanager
 def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None):
-    """proc, sys, dev, devpts, the host's resolv.conf and a policy-rc.d that stops daemons
-    from starting; all undone (and the files removed) when the block ends."""
+    """proc, a read-only sys, a minimal /dev (a tmpfs with only the harmless device nodes, so
+    maintainer scripts cannot write the host's disks), devpts, the host's resolv.conf and a
+    policy-rc.d that stops daemons from starting; all undone (files removed) when the block ends."""
     created: list[Path] = []
     mark = ledger.mark()
     try:
-        for sub in ("proc", "sys", "dev", "dev/pts", "run"):
+        for sub in ("proc", "sys", "dev", "run"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         ledger.mount(["mount", "-t", "proc", "proc", str(root / "proc")], root / "proc")
-        ledger.mount(["mount", "-t", "sysfs", "sysfs", str(root / "sys")], root / "sys")
-        ledger.bind("/dev", root / "dev")
+        ledger.mount(["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(root / "sys")],
+                     root / "sys")
+        ledger.mount(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,size=16m", "tmpfs", str(root / "dev")],
+                     root / "dev")
+        for node in DEV_NODES:
+            (root / "dev" / node).touch()
+            ledger.bind(f"/dev/{node}", root / "dev" / node)
+        for link, target in DEV_LINKS.items():
+            (root / "dev" / link).symlink_to(target)
+        (root / "dev/pts").mkdir()
+        (root / "dev/shm").mkdir()
         ledger.mount(["mount", "-t", "devpts", "devpts", "-o", "newinstance,ptmxmode=0666",
                       str(root / "dev/pts")], root / "dev/pts")
         ledger.mount(["mount", "-t", "tmpfs", "tmpfs", str(root / "run")], root / "run")
@@ -81,10 +95,3 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
 def chroot_argv(root: Path, argv: Sequence[str]) -> list[str]:
     env = [f"{k}={v}" for k, v in CHROOT_ENV.items()]
     return ["chroot", str(root), "/usr/bin/env", "-i", *env, *argv]
-
-
-def assert_no_mounts_below(path: Path) -> None:
-    from .ledger import mounts_below
-    below = mounts_below(os.path.realpath(path))
-    if below:
-        raise RuntimeError(f"refusing to delete {path}: still mounted: {', '.join(below)}")

@@ -1,0 +1,279 @@
+"""What doit's actions call: build a stage, make an output, commit the build, boot it, clean.
+Each reads the plan; none decides order (the plan's order, doit's graph)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from . import __version__, log, outdir
+from .errors import BuildError
+from .host.ledger import Ledger, recover
+from .host.namespace import enter_private_mounts
+from .host.run import check_tools, run
+from .manifest import Artifact, BootRecord, Manifest
+from .outputs import REGISTRY as OUTPUTS
+from .outputs.base import OutputContext
+from .plan import BuildPlan, Stage
+from .secrets import redact
+from .stages import REGISTRY as STAGES
+from .stages.base import HostFacts, StageContext
+from .store import StageStore, remove_tree
+
+BASE_TOOLS = ("mount", "umount", "chroot")
+
+
+def store_of(plan: BuildPlan) -> StageStore:
+    return StageStore(plan.paths.stages)
+
+
+def host_facts(plan: BuildPlan) -> HostFacts:
+    f = plan.facts
+    return HostFacts(mirror=f.mirror, cache=plan.paths.cache, work=plan.paths.work, proxy=f.proxy,
+                     security_mirror=f.security_mirror)
+
+
+def tools_needed(plan: BuildPlan) -> list[str]:
+    tools = list(BASE_TOOLS)
+    for s in plan.stages:
+        tools += STAGES[s.kind].host_tools(s.inputs)
+    for o in plan.outputs:
+        tools += OUTPUTS[o.name].tools
+    return list(dict.fromkeys(tools))
+
+
+def _prepare(plan: BuildPlan) -> StageStore:
+    """Before a stage or output acts: tools present, a private mount namespace, what a dead
+    build left undone, and this run's claim on every stage of the plan (prune skips them)."""
+    check_tools(tools_needed(plan))
+    log.set_log_file(plan.paths.cache / "logs" / f"{plan.name}.log")
+    enter_private_mounts()
+    recover(plan.paths.ledger)
+    store = store_of(plan)
+    store.hold(s.key for s in plan.stages)
+    return store
+
+
+# -- stages ----------------------------------------------------------------------------------
+
+def stage_done(plan: BuildPlan, stage: Stage) -> bool:
+    """Complete, and so are the layers below it (a pruned parent invalidates its children)."""
+    store = store_of(plan)
+    return all(store.done(s.key) for s in stage.ancestry())
+
+
+def build_stage(plan: BuildPlan, stage_name: str, runner=run) -> dict:
+    store = _prepare(plan)
+    return _run_stage(plan, store, plan.stage(stage_name), runner)
+
+
+def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict:
+    if stage_done(plan, stage):
+        return store.read_stamp(stage.key)
+    if stage.parent is not None and not stage_done(plan, stage.parent):
+        _run_stage(plan, store, stage.parent, runner)
+    with store.building(stage.key, stage.name):
+        # Another build (a recipe sharing this stage) may have made it while we waited.
+        if store.done(stage.key):
+            return store.read_stamp(stage.key)
+        partial = store.begin(stage.key)
+        started = time.time()
+        ctx = StageContext(name=stage.name, key=stage.key, inputs=stage.inputs,
+                           parents=tuple(s.key for s in stage.parent.ancestry()) if stage.parent else (),
+                           partial=partial, host=host_facts(plan), store=store,
+                           ledger=None, runner=runner)  # type: ignore[arg-type]
+        try:
+            with log.step(f"{stage.name} [{stage.short}]") as timing, \
+                    Ledger(plan.paths.ledger, runner) as ledger:
+                ctx.ledger = ledger
+                extra = STAGES[stage.kind].make(ctx) or {}
+        except BaseException:
+            store.abandon(partial)
+            raise
+        stamp = {"stage": stage.name, "kind": stage.kind, "key": stage.key, "recipe": plan.name,
+                 "started": started, "seconds": timing["seconds"], "inputs": redact(dict(stage.inputs)),
+                 "mirror": plan.facts.mirror, **extra}
+        return store.commit(stage.key, partial, stamp)
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+def output_current(plan: BuildPlan, name: str) -> bool:
+    return outdir.find(plan.out_dir, name, plan.output(name).key) is not None
+
+
+def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
+    step = plan.output(name)
+    cls = OUTPUTS[name]
+    store = _prepare(plan)
+    current = plan.out_dir
+    nxt = outdir.staging(current)
+    with outdir.locked(current, shared=True), outdir.locked(current, name):
+        if output_current(plan, name):  # made by another build while we waited
+            return outdir.artifacts(outdir.find(current, name, step.key), name)
+        inputs = {}
+        for need in step.needs:
+            where = outdir.find(current, need, plan.output(need).key)
+            if where is None:
+                raise BuildError(f"{plan.name}: output {name} needs {need}, which is not built",
+                                 hint=f"build the whole recipe: distonet build {plan.name}")
+            inputs[need] = [a.at(where) for a in outdir.artifacts(where, need)]
+        nxt.mkdir(parents=True, exist_ok=True)
+        work = plan.paths.work / f"{name}-{plan.name}-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        started = time.time()
+        try:
+            with log.step(f"{name} [{step.short}]") as timing, Ledger(plan.paths.ledger, runner) as ledger:
+                tree = None
+                if cls.needs_tree:
+                    merged = plan.paths.work / f"out-{name}-{os.getpid()}"
+                    tree = store.mount(ledger, [s.key for s in plan.sealed.ancestry()], merged)
+                reads = {r: getattr(plan.recipe, r) for r in cls.reads}
+                ctx = OutputContext(options=step.options, reads=reads, build=plan.build, inputs=inputs,
+                                    out=nxt, work=work, tree=tree, ledger=ledger, runner=runner)
+                arts = cls.make(ctx)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        outdir.write_state(nxt, name, step.key, started, timing["seconds"], arts)
+        return arts
+
+
+# -- the build as one set ---------------------------------------------------------------------
+
+def manifest_current(plan: BuildPlan) -> bool:
+    current = plan.out_dir
+    try:
+        m = Manifest.load(current)
+    except BuildError:
+        return False
+    return m.build_id == plan.build_id and all(output_current(plan, o.name)
+                                               and outdir.find(current, o.name, o.key) == current
+                                               for o in plan.outputs)
+
+
+def commit(plan: BuildPlan) -> Path:
+    """Carry unchanged outputs over, write manifest and SHA256SUMS, swap the set in."""
+    current, nxt = plan.out_dir, outdir.staging(plan.out_dir)
+    with outdir.locked(current):
+        if manifest_current(plan):
+            return current / "manifest.json"
+        nxt.mkdir(parents=True, exist_ok=True)
+        files: set[str] = set()
+        arts: list[Artifact] = []
+        outputs = []
+        for o in plan.outputs:
+            where = outdir.find(current, o.name, o.key)
+            if where is None:
+                raise BuildError(f"{plan.name}: output {o.name} is not built",
+                                 hint=f"distonet build {plan.name}")
+            if where == current:
+                outdir.carry_over(current, o.name)
+            state = outdir.read_state(nxt, o.name)
+            files |= set(state["files"])
+            arts += outdir.artifacts(nxt, o.name)
+            outputs.append({"name": o.name, "key": o.key, "seconds": state["seconds"]})
+        outdir.prune_next(current, files | {outdir.STATE}, {o.name for o in plan.outputs})
+        store = store_of(plan)
+        stamps = [store.read_stamp(s.key) for s in plan.stages]
+        manifest = Manifest(
+            recipe=plan.name, build_id=plan.build_id,
+            built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            distonet_version=__version__, resolved_recipe=plan.recipe.resolved(),
+            mirror=plan.facts.mirror, archive_state=plan.facts.archive, root_uuid=plan.root_uuid,
+            kernel_cmdline=list(plan.build.cmdline),
+            stages=[{"name": s.name, "kind": s.kind, "key": s.key, "seconds": st.get("seconds"),
+                     "built_at": _iso(st.get("started"))} for s, st in zip(plan.stages, stamps)],
+            outputs=outputs, packages=stamps[-1].get("packages", []), artifacts=arts,
+            git_commit=git_commit(plan.source.parent))
+        manifest.save(nxt)
+        outdir.swap_in(current)
+        return current / "manifest.json"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(directory: Path) -> str | None:
+    """The commit of the repository holding the recipe, with '+dirty' when it has changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+# -- boot -------------------------------------------------------------------------------------
+
+def boot(plan: BuildPlan) -> list:
+    from .boot.qemu import boot_recipe
+    from .errors import BootError
+    m = Manifest.load(plan.out_dir)
+    try:
+        m.artifact("disk")
+    except BuildError:
+        raise BootError(f"{plan.name}: the build has no disk.raw; nothing to boot",
+                        hint=f"add `disk: {{}}` under outputs in {plan.source}") from None
+    results = boot_recipe(plan)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    with outdir.locked(plan.out_dir):
+        m = Manifest.load(plan.out_dir)
+        if m.build_id == plan.build_id:
+            m.boots = [b for b in m.boots if b.artifact != "disk"] + [
+                BootRecord("disk", r.name.split("/")[-1], r.reached, r.seconds, r.accel, now) for r in results]
+            m.save(plan.out_dir)
+    failed = [r for r in results if not r.reached]
+    if failed:
+        raise BootError("the marker did not reach the serial console: " + "; ".join(r.line() for r in failed),
+                        hint=f"read the console and QEMU logs in {plan.out_dir / 'boot'}")
+    return results
+
+
+# -- clean and prune ------------------------------------------------------------------------
+
+def stages_in_use(output: Path, skip: str | None = None) -> set[str]:
+    """Stage keys the manifests in output/ (except recipe `skip`'s) were built from.
+    An unreadable manifest is an error: guessing would delete what it uses."""
+    keys = set()
+    for path in sorted(output.glob("*/manifest.json")) if output.is_dir() else []:
+        if path.parent.name == skip:
+            continue
+        keys |= {s["key"] for s in Manifest.load(path).stages}
+    return keys
+
+
+def clean(plan: BuildPlan, dry_run: bool = False) -> list:
+    """Outputs first (refused while a build of the recipe runs), then the stages no other
+    recipe's manifest uses and no running build holds."""
+    recover(plan.paths.ledger)
+    removed = []
+    with outdir.locked(plan.out_dir, wait=False):
+        for d in (plan.out_dir, outdir.staging(plan.out_dir)):
+            if d.exists():
+                removed.append(d)
+                if not dry_run:
+                    remove_tree(d)
+    keep = stages_in_use(plan.paths.output, skip=plan.name)
+    gone, busy = store_of(plan).remove([s.key for s in plan.stages if s.key not in keep], dry_run)
+    for b in busy:
+        log.info(f"clean: {b} is in use by a running build; left alone")
+    return removed + [r.path for r in gone]
+
+
+def prune(paths, dry_run: bool = False):
+    """Remove the stage snapshots no manifest in output/ uses and no running build holds."""
+    recover(paths.ledger)
+    keep = stages_in_use(paths.output)
+    return StageStore(paths.stages).gc(keep, dry_run)

@@ -1,0 +1,212 @@
+"""The `distonet` command: build, boot, list, show, check, clean, prune, deploy-lvm, schema.
+
+`build` and `boot` run doit through its own API (DoitMain with a task loader), with the same
+tasks, names and state as `doit build recipe=X`; the other verbs call the library directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__, log
+from .errors import DistonetError, RecipeError, report
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise DistonetError("distonet builds, boots and cleans as root (it mounts, chroots and "
+                            "creates device nodes)", hint="run it with sudo, or as root")
+
+
+def _doit(task: str, names: list[str], jobs: int) -> int:
+    from doit.cmd_base import TaskLoader2
+    from doit.doit_cmd import DoitMain
+    from doit.loader import generate_tasks
+
+    from .tasks import DOIT_CONFIG, load_tasks
+
+    class Loader(TaskLoader2):
+        def load_doit_config(self):
+            return dict(DOIT_CONFIG)
+
+        def load_tasks(self, cmd, pos_args):
+            return generate_tasks("distonet", (t for t in load_tasks(names)))
+
+    args = ["run", *(["-n", str(jobs), "-P", "process"] if jobs > 1 else []),
+            *(f"{task}:{n}" for n in names)]
+    return DoitMain(Loader()).run(args)
+
+
+def cmd_build(a) -> int:
+    _need_root()
+    from .recipe import recipe_name
+    return _doit("build", [recipe_name(n) for n in a.recipes], a.jobs)
+
+
+def cmd_boot(a) -> int:
+    _need_root()
+    from .recipe import recipe_name
+    return _doit("boot", [recipe_name(n) for n in a.recipes], 1)
+
+
+def cmd_list(a) -> int:
+    from .manifest import Manifest
+    from .paths import Paths
+    from .recipe import find_recipe, known_recipes, load_recipe
+    paths = Paths.default()
+    rows = []
+    for name in known_recipes(paths.search):
+        try:
+            r = load_recipe(name, paths.search)
+            desc, parents = r.description, ", ".join(r.extends) or "-"
+        except RecipeError:
+            desc, parents = "(invalid: see `distonet check`)", "?"
+        try:
+            m = Manifest.load(paths.recipe_output(name))
+            built = f"built {m.built_at}"
+        except DistonetError:
+            built = "not built"
+        rows.append((name, parents, built, desc, find_recipe(name, paths.search)))
+    if a.json:
+        print(json.dumps([{"name": n, "extends": p, "state": b, "description": d, "file": str(f)}
+                          for n, p, b, d, f in rows], indent=2))
+        return 0
+    w = max((len(r[0]) for r in rows), default=4)
+    pw = max((len(r[1]) for r in rows), default=7)
+    print(f"{'recipe'.ljust(w)}  {'extends'.ljust(pw)}  {'state':<30}  description")
+    for name, parents, built, desc, _ in rows:
+        print(f"{name.ljust(w)}  {parents.ljust(pw)}  {built:<30}  {desc}")
+    return 0
+
+
+def cmd_show(a) -> int:
+    import yaml
+
+    from .paths import Paths
+    from .recipe import load_recipe
+    r = load_recipe(a.recipe, Paths.default().search)
+    data = r.resolved()
+    if a.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="")
+    return 0
+
+
+def cmd_check(a) -> int:
+    from .paths import Paths
+    from .recipe import known_recipes, load_recipe
+    paths = Paths.default()
+    bad = 0
+    for name in a.recipes or known_recipes(paths.search):
+        try:
+            load_recipe(name, paths.search)
+            if a.archive:
+                from .pipeline import load_plan
+                load_plan(name, paths)
+            log.info(f"{name}: ok")
+        except DistonetError as exc:
+            bad += 1
+            report(exc)
+    if bad:
+        log.always(f"check: {bad} recipe(s) with errors")
+    return 2 if bad else 0
+
+
+def cmd_clean(a) -> int:
+    _need_root()
+    from .actions import clean
+    from .pipeline import load_plan
+    for name in a.recipes:
+        removed = clean(load_plan(name, offline_ok=True), dry_run=a.dry_run)
+        verb = "would remove" if a.dry_run else "removed"
+        for path in removed:
+            print(f"clean: {verb} {path}")
+        if not removed:
+            print(f"clean: {name}: nothing to remove")
+    return 0
+
+
+def cmd_prune(a) -> int:
+    _need_root()
+    from .actions import prune
+    from .paths import Paths
+    removed, busy = prune(Paths.default(), dry_run=a.dry_run)
+    verb = "would remove" if a.dry_run else "removed"
+    for r in removed:
+        print(f"prune: {verb} {r.path.name} ({r.bytes / 2**20:.1f} MiB)")
+    for b in busy:
+        print(f"prune: kept {b.name}: a running build uses it")
+    total = sum(r.bytes for r in removed)
+    print(f"prune: {verb} {len(removed)} snapshot(s), {total / 2**20:.1f} MiB")
+    return 0
+
+
+def cmd_deploy_lvm(a) -> int:
+    from .deploy import deploy_lvm, manifest_path
+    manifest = manifest_path(a.manifest)
+    if not a.yes and not a.dry_run:
+        _need_root()
+    print(deploy_lvm(manifest, a.vg, a.lv, dry_run=a.dry_run))
+    return 0
+
+
+def cmd_schema(a) -> int:
+    from .recipe import json_schema
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distonet", description="One YAML recipe to every bootable "
+                                "artifact a site needs. Recipes are found in $DISTONET_RECIPES "
+                                "(':'-separated) and then the shipped recipes/.")
+    p.add_argument("--version", action="version", version=f"distonet {__version__}")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="only errors and the summary")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="every command's output too")
+    sub = p.add_subparsers(dest="cmd", metavar="VERB", required=True)
+
+    def verb(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    b = verb("build", cmd_build, "build recipes (several share one graph; shared stages are built once)")
+    b.add_argument("recipes", nargs="+", metavar="NAME", help="recipe names (or their files)")
+    b.add_argument("-n", "--jobs", type=int, default=1, help="run up to N steps at once")
+    b = verb("boot", cmd_boot, "boot each recipe's disk under QEMU with its firmwares; record the results")
+    b.add_argument("recipes", nargs="+", metavar="NAME")
+    b = verb("list", cmd_list, "the recipes: parents, built or not, description")
+    b.add_argument("--json", action="store_true")
+    b = verb("show", cmd_show, "the resolved recipe (extends merged, defaults filled, secrets removed)")
+    b.add_argument("recipe", metavar="NAME")
+    b.add_argument("--json", action="store_true")
+    b = verb("check", cmd_check, "validate recipes (all when none named); every error, non-zero at the end")
+    b.add_argument("recipes", nargs="*", metavar="NAME")
+    b.add_argument("--archive", action="store_true", help="also ask the archive for the suites")
+    b = verb("clean", cmd_clean, "remove a recipe's outputs and the stages no other recipe uses")
+    b.add_argument("recipes", nargs="+", metavar="NAME")
+    b.add_argument("-n", "--dry-run", action="store_true", help="say what would go")
+    b = verb("prune", cmd_prune, "remove stage snapshots no manifest in output/ uses and no build holds")
+    b.add_argument("-n", "--dry-run", action="store_true", help="say what would go")
+    b = verb("deploy-lvm", cmd_deploy_lvm, "create an LV of exactly rootfs.img's size, copy it, verify")
+    b.add_argument("manifest", metavar="RECIPE|DIR|MANIFEST")
+    b.add_argument("vg")
+    b.add_argument("lv")
+    b.add_argument("--dry-run", action="store_true", help="print the commands only")
+    b.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    verb("schema", cmd_schema, "print the recipe JSON Schema")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    log.set_level(max(0, min(2, log.NORMAL - a.quiet + a.verbose)))
+    try:
+        return a.fn(a)
+    except (DistonetError, KeyboardInterrupt) as exc:
+        return report(exc)

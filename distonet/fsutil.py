@@ -1,0 +1,67 @@
+"""Files written whole or not at all, and the checksums the manifest records."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, sync: bool = False):
+    """Yield a temporary path beside `dest`, unique to this process; on success it replaces `dest`
+    in one rename, on failure it is removed. A reader sees the old file or the new one, never half."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if sync and tmp.is_file():
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        if sync:
+            fsync_dir(dest.parent)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+        if mode is not None:
+            tmp.chmod(mode)
+
+
+def sha256_file(path: Path, bufsize: int = 4 << 20, progress=None) -> str:
+    """Streaming sha256; `progress(done_bytes)` is called after each chunk when given."""
+    digest, done = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(bufsize):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done)
+    return digest.hexdigest()
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

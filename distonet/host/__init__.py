@@ -1,0 +1,1 @@
+"""The only places with side effects on the build host: commands, mounts, namespaces, apt facts."""

@@ -1,0 +1,145 @@
+"""Facts taken from the build host's apt: the default mirrors, its proxy, and the archive's state."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from debian.deb822 import Deb822
+
+from .. import log
+from ..errors import BuildError
+
+SOURCES = Path("/etc/apt")
+_OPTIONS = re.compile(r"^\[[^\]]*\]\s*")
+
+
+def _os_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
+    try:
+        for line in os_release.read_text().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return None
+
+
+def parse_sources(text: str, deb822: bool) -> list[tuple[str, list[str]]]:
+    """(uri, suites) for each enabled `deb` entry of a sources file, one-line or deb822.
+    deb822 is parsed by python-debian; one-line entries may carry `[opt=a opt2=b]` options."""
+    entries = []
+    if deb822:
+        for para in Deb822.iter_paragraphs(text.splitlines()):
+            if "deb" in para.get("Types", "").split() and para.get("Enabled", "yes").lower() != "no":
+                for uri in para.get("URIs", "").split():
+                    entries.append((uri, para.get("Suites", "").split()))
+    else:
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if not line.startswith("deb ") and not line.startswith("deb\t"):
+                continue
+            rest = _OPTIONS.sub("", line[3:].strip())
+            parts = rest.split()
+            if len(parts) >= 2:
+                entries.append((parts[0], [parts[1]]))
+    return entries
+
+
+def host_sources(apt_dir: Path = SOURCES) -> list[tuple[str, list[str]]]:
+    files = [(apt_dir / "sources.list", False)]
+    files += [(p, False) for p in sorted((apt_dir / "sources.list.d").glob("*.list"))]
+    files += [(p, True) for p in sorted((apt_dir / "sources.list.d").glob("*.sources"))]
+    entries = []
+    for path, deb822 in files:
+        if path.is_file():
+            entries += parse_sources(path.read_text(errors="replace"), deb822)
+    return entries
+
+
+def pick_mirror(entries: list[tuple[str, list[str]]], codename: str | None) -> str | None:
+    """The host's Debian archive: the entry serving the host's own release (not -security/-updates)."""
+    for uri, suites in entries:
+        if codename and codename in suites:
+            return uri.rstrip("/")
+    for uri, _ in entries:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    return None
+
+
+def pick_security_mirror(entries: list[tuple[str, list[str]]]) -> str | None:
+    for uri, suites in entries:
+        if any(s.endswith("-security") or s.endswith("/updates") for s in suites):
+            return uri.rstrip("/")
+    return None
+
+
+def default_mirror() -> str:
+    mirror = pick_mirror(host_sources(), _os_codename())
+    if not mirror:
+        raise BuildError("no Debian mirror found in the build host's apt sources",
+                         hint="set distribution.mirror in the recipe")
+    return mirror
+
+
+def default_security_mirror() -> str | None:
+    return pick_security_mirror(host_sources())
+
+
+def host_proxy() -> str | None:
+    """The build host's own apt proxy (Acquire::http::Proxy), if it has one."""
+    try:
+        out = subprocess.run(["apt-config", "shell", "P", "Acquire::http::Proxy"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"P='([^']*)'", out)
+    value = m.group(1) if m else ""
+    return value if value.startswith(("http://", "https://")) else None
+
+
+def archive_state(sources: list[tuple[str, str]], cache_dir: Path, timeout: float = 10) -> str:
+    """sha256 over the InRelease of each (mirror, suite): package stages are keyed on it, so a
+    changed archive rebuilds them and an unchanged one does not. The InRelease is the archive's
+    signed content, the same on every mirror of it, so the mirror's URL never enters a key.
+    Offline, the last copy seen is used."""
+    digest = hashlib.sha256()
+    for mirror, suite in sources:
+        digest.update(hashlib.sha256(_in_release(mirror, suite, cache_dir, timeout)).digest())
+    return digest.hexdigest()
+
+
+def _in_release(mirror: str, suite: str, cache_dir: Path, timeout: float) -> bytes:
+    url = f"{mirror}/dists/{suite}/InRelease"
+    cached = cache_dir / "archive" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".InRelease")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            data = resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise BuildError(f"{url}: not found (404): the archive has no suite '{suite}'",
+                             hint="check distribution.suite (and distribution.mirror) in the recipe") from None
+        return _last_copy(cached, url, exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        return _last_copy(cached, url, exc)
+    try:  # a full disk must not read as "unreachable": keeping the copy is a separate step
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(cached)
+    except OSError as exc:
+        log.info(f"archive: cannot keep a copy of {url} in {cached.parent}: {exc}")
+    return data
+
+
+def _last_copy(cached: Path, url: str, exc: Exception) -> bytes:
+    if not cached.is_file():
+        raise BuildError(f"cannot read {url}: {exc}",
+                         hint="check the network or distribution.mirror / distribution.suite") from None
+    log.info(f"archive: {url} unreachable ({exc}); using the copy seen last")
+    return cached.read_bytes()

@@ -1,0 +1,40 @@
+"""Facts read from a sealed tree: its kernel, and how much room its files take."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import BuildError
+
+
+def _version_key(version: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", version)]
+
+
+def find_kernel(tree: Path) -> tuple[str, Path, Path]:
+    """(version, vmlinuz, initrd) of the newest kernel in /boot that has an initrd."""
+    found = []
+    for vmlinuz in (tree / "boot").glob("vmlinuz-*"):
+        version = vmlinuz.name[len("vmlinuz-"):]
+        initrd = tree / "boot" / f"initrd.img-{version}"
+        if initrd.is_file():
+            found.append((version, vmlinuz, initrd))
+    if not found:
+        raise BuildError(f"no kernel with an initrd in {tree}/boot",
+                         hint="the recipe's kernel.package and kernel.initramfs must install both")
+    return max(found, key=lambda f: _version_key(f[0]))
+
+
+def tree_usage(tree: Path) -> tuple[int, int]:
+    """(bytes allocated in 4 KiB blocks, inode count) of a tree, not crossing mounts."""
+    used, inodes = 0, 0
+    dev = tree.stat().st_dev
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == dev]
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            used += -(-st.st_size // 4096) * 4096
+            inodes += 1
+    return used, inodes
