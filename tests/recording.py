@@ -8,11 +8,13 @@ from distonet.host.run import Result
 
 
 class RecordingRunner:
-    def __init__(self, answers: dict[str, str] | None = None, fail: str | None = None):
+    def __init__(self, answers: dict[str, str] | None = None, fail: str | None = None, effects=None):
+        """`effects`: {command prefix: callable(argv)} standing in for what a tool writes."""
         self.calls: list[tuple[str, ...]] = []
         self.inputs: list[str | None] = []
         self.answers = answers or {}
         self.fail = fail
+        self.effects = effects or {}
 
     def __call__(self, argv, *, check=True, capture=False, env=None, input=None, timeout=None) -> Result:
         from distonet.errors import CommandError
@@ -24,5 +26,8 @@ class RecordingRunner:
             if check:
                 raise CommandError(f"command failed (1): {line}")
             return Result(argv, 1, "", "failed")
+        for prefix, effect in self.effects.items():
+            if line.startswith(prefix):
+                effect(argv)
         out = next((v for k, v in self.answers.items() if line.startswith(k)), "")
         return Result(argv, 0, out, "")
