@@ -29,12 +29,14 @@ def _doit(task: str, names: list[str], jobs: int) -> int:
 
     from .tasks import DOIT_CONFIG, load_tasks
 
+    tasks = load_tasks(names)  # recipe errors surface here, before doit starts
+
     class Loader(TaskLoader2):
         def load_doit_config(self):
             return dict(DOIT_CONFIG)
 
         def load_tasks(self, cmd, pos_args):
-            return generate_tasks("distonet", (t for t in load_tasks(names)))
+            return generate_tasks("distonet", (t for t in tasks))
 
     args = ["run", *(["-n", str(jobs), "-P", "process"] if jobs > 1 else []),
             *(f"{task}:{n}" for n in names)]

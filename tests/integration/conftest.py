@@ -10,21 +10,44 @@ from pathlib import Path
 import pytest
 
 from distonet import PROJECT_ROOT
-from distonet.ledger import mounts_below
 from distonet.paths import Paths
 
 
-def doit(*args, recipes: Path | None = None, check=True, timeout=3600):
+def run_cli(*args, recipes: Path | None = None, check=True, timeout=3600, tool="distonet", **popen):
+    """`distonet ARGS` (tool="distonet") or `doit ARGS` (tool="doit"), as a user runs them."""
     env = dict(os.environ)
     if recipes is not None:
         env["DISTONET_RECIPES"] = str(recipes)
+    module = "distonet" if tool == "distonet" else "doit"
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **popen)
     proc.seconds = time.monotonic() - start
     if check and proc.returncode != 0:
-        raise AssertionError(f"doit {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{tool} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def doit(*args, **kw):
+    return run_cli(*args, tool="doit", **kw)
+
+
+def distonet(*args, **kw):
+    return run_cli(*args, tool="distonet", **kw)
+
+
+def all_mount_points() -> set[str]:
+    """Mount points in every process's mount namespace: builds mount in private ones, which the
+    test's own /proc/self/mountinfo cannot see."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                with open(proc / "mountinfo") as fh:
+                    found |= {line.split()[4].encode().decode("unicode_escape") for line in fh}
+            except OSError:
+                continue
+    return found
 
 
 def processes_inside(path: Path) -> list[str]:
@@ -43,8 +66,10 @@ def processes_inside(path: Path) -> list[str]:
 
 
 def leftovers(paths: Paths) -> list[str]:
-    """What a build could leave on the host: mounts, loop devices, processes in its trees."""
-    mounts = mounts_below(str(paths.cache.resolve())) + mounts_below(str(paths.output.resolve()))
+    """What a build could leave on the host: mounts (in any namespace), loop devices of our
+    files, processes inside our trees."""
+    roots = [str(paths.cache.resolve()), str(paths.output.resolve())]
+    mounts = sorted(m for m in all_mount_points() if any(m == r or m.startswith(r + "/") for r in roots))
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
     return mounts + [l for l in loops if str(PROJECT_ROOT) in l] + processes_inside(paths.cache.resolve())
 
@@ -58,17 +83,46 @@ def project_paths() -> Paths:
 def no_leaks(request, project_paths):
     yield
     if "integration" in request.keywords:
+        # A killed build's namespace goes with its last process: give the kernel a moment.
+        end = time.monotonic() + 30
+        while leftovers(project_paths) and time.monotonic() < end:
+            time.sleep(0.5)
         assert leftovers(project_paths) == [], "a build or test left mounts or loop devices behind"
 
 
 @pytest.fixture(scope="session")
 def minimal_build(project_paths):
-    """Build `minimal` once for the session through the real command line."""
-    proc = doit("build", "recipe=minimal")
-    return proc
+    """Build `minimal` once for the session through doit, as the README documents."""
+    return doit("build", "recipe=minimal")
 
 
 @pytest.fixture(scope="session")
 def minimal_plan(minimal_build):
-    from distonet.build import load_plan
+    from distonet.pipeline import load_plan
     return load_plan("minimal")
+
+
+def plan_for(name, recipes):
+    from distonet.pipeline import load_plan
+    paths = Paths.default()
+    return load_plan(name, Paths(recipes=recipes, search=(recipes, paths.recipes),
+                                 cache=paths.cache, output=paths.output))
+
+
+def summary_states(stderr: str) -> dict[str, str]:
+    """{step: run|cached|missing} from the end-of-build table."""
+    rows = {}
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[-1] in ("run", "cached", "missing"):
+            rows[" ".join(parts[:-2]) if parts[0] == "output" else parts[0]] = parts[-1]
+    return rows
+
+
+def wait_for(predicate, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
