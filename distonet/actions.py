@@ -55,6 +55,7 @@ def _prepare(plan: BuildPlan) -> StageStore:
     recover(plan.paths.ledger)
     store = store_of(plan)
     store.hold(s.key for s in plan.stages)
+    store.clear_dead_partials()
     return store
 
 

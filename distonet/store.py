@@ -173,6 +173,21 @@ class StageStore:
         write_atomic(self.stamp_path(key), json.dumps(stamp, indent=2))
         return stamp
 
+    def clear_dead_partials(self) -> list[Path]:
+        """Partials of any key whose builder is gone (its build lock is free): a killed build's."""
+        gone = []
+        for partial in sorted(self.root.glob("*.partial-*")) if self.root.is_dir() else []:
+            name = partial.name.split(".", 1)[0]
+            fd = _try_lock(self.root / f"{name}.build.lock", fcntl.LOCK_EX)
+            if fd is None:
+                continue
+            try:
+                remove_tree(partial)
+                gone.append(partial)
+            finally:
+                os.close(fd)
+        return gone
+
     def abandon(self, partial: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 

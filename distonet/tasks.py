@@ -3,8 +3,9 @@
 Every task name carries its recipe (bootstrap:minimal, disk:minimal, build:minimal), so several
 recipes share one graph: `doit build recipe=a,b` or `distonet build a b`. Recipes that share a
 stage each have a task for it; the first to run builds it, the others find it done (their
-up-to-date check runs just before they would). A stage's target is its stamp, which lives in a
-directory named by the stage's key: a changed key is a missing target.
+up-to-date check runs just before they would). Stage tasks declare no target (doit refuses one
+target for two tasks): their up-to-date check looks for the stamps of the stage and its
+ancestors, which live in directories named by their keys, so a changed key reruns the stage.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from . import actions, log
 from .errors import DistonetError, report
 from .outputs import REGISTRY as OUTPUTS
 from .plan import BuildPlan
-from .store import StageStore
 
 DEFAULT_RECIPE = "minimal"
 
@@ -127,13 +127,11 @@ class Check:
 
 def make_tasks(plan: BuildPlan):
     r = plan.name
-    store = StageStore(plan.paths.stages)
     for stage in plan.stages:
         yield {
             "basename": stage.name, "name": r,
             "doc": f"{stage.kind} stage [{stage.short}]",
             "actions": [_action(actions.build_stage, plan, f"stage {stage.name}", stage.name)],
-            "targets": [str(store.stamp_path(stage.key))],
             "uptodate": [Check(f"snapshot {stage.short} and its parents are complete",
                                lambda s=stage: actions.stage_done(plan, s))],
             "task_dep": [f"{stage.parent.name}:{r}"] if stage.parent else [],

@@ -61,9 +61,14 @@ def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: 
     mark = ledger.mark()
     with open(console.with_suffix(".qemu.log"), "w") as err:
         proc = ledger.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    said = start
     try:
         while time.monotonic() - start < timeout:
             text = console.read_text(errors="replace") if console.exists() else ""
+            if time.monotonic() - said >= 30:  # a long boot is not a silent one
+                said = time.monotonic()
+                last = next((l for l in reversed(text.splitlines()) if l.strip()), "")
+                log.info(f"… {said - start:.0f}s: {last.strip()[:100]}")
             if pattern.search(text) and (after is None or after()):
                 return True, time.monotonic() - start
             if fatal.search(text):

@@ -69,12 +69,7 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
         ledger.mount(["mount", "-t", "devpts", "devpts", "-o", "newinstance,ptmxmode=0666",
                       str(root / "dev/pts")], root / "dev/pts")
         ledger.mount(["mount", "-t", "tmpfs", "tmpfs", str(root / "run")], root / "run")
-        resolv = root / "etc/resolv.conf"
-        if not resolv.exists() and not resolv.is_symlink():
-            resolv.touch()
-            created.append(resolv)
-        if resolv.is_file() and not resolv.is_symlink() and Path("/etc/resolv.conf").exists():
-            ledger.bind("/etc/resolv.conf", resolv, readonly=True)
+        restore_resolv = _lend_resolv_conf(root / "etc/resolv.conf")
         policy = root / "usr/sbin/policy-rc.d"
         if not policy.exists():
             policy.write_text("#!/bin/sh\n# distonet: no daemons start while the image is built\nexit 101\n")
@@ -90,8 +85,36 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
         ledger.undo_to(mark)
         for path in reversed(created):
             path.unlink(missing_ok=True)
+        if "restore_resolv" in locals():
+            restore_resolv()
+
+
+def _lend_resolv_conf(resolv: Path):
+    """Copy the host's resolver configuration in (a copy, not a bind mount: a package such as
+    systemd-resolved may replace the file by a symlink); return the undo, which puts back what
+    was there unless a package replaced our copy."""
+    if resolv.is_symlink() or not Path("/etc/resolv.conf").exists():
+        return lambda: None
+    before = resolv.read_bytes() if resolv.exists() else None
+    lent = Path("/etc/resolv.conf").read_bytes()
+    resolv.parent.mkdir(parents=True, exist_ok=True)
+    resolv.write_bytes(lent)
+
+    def restore() -> None:
+        if resolv.is_symlink() or not resolv.exists() or resolv.read_bytes() != lent:
+            return  # the image made its own
+        if before is None:
+            resolv.unlink()
+        else:
+            resolv.write_bytes(before)
+    return restore
 
 
 def chroot_argv(root: Path, argv: Sequence[str]) -> list[str]:
+    """argv run inside `root`, in a PID namespace of its own with its own /proc: maintainer
+    scripts see and signal only their own processes, and whatever they start (a daemon that
+    escaped policy-rc.d, say) dies with the command, since the namespace ends with its first
+    process and that process dies with unshare (--kill-child)."""
     env = [f"{k}={v}" for k, v in CHROOT_ENV.items()]
-    return ["chroot", str(root), "/usr/bin/env", "-i", *env, *argv]
+    return ["unshare", "--pid", "--fork", "--kill-child", f"--mount-proc={root}/proc",
+            "chroot", str(root), "/usr/bin/env", "-i", *env, *argv]

@@ -30,6 +30,14 @@ def apt_lines(inputs: Mapping[str, Any], host: HostFacts) -> list[str]:
     return lines
 
 
+def proxy_env(host: HostFacts) -> dict | None:
+    """The proxy reaches the bootstrap tool through its environment: an --aptopt would be
+    written into the image's apt.conf.d."""
+    if not host.proxy:
+        return None
+    return {"http_proxy": host.proxy, "https_proxy": host.proxy}
+
+
 def lists_cache(inputs: Mapping[str, Any], host: HostFacts) -> Path:
     # Lists are named after the mirror they came from: keyed by archive state *and* the lines.
     ident = hashlib.sha256(("\n".join(apt_lines(inputs, host)) + inputs["archive"]).encode()).hexdigest()
@@ -40,14 +48,12 @@ def bootstrap_argv(inputs: Mapping[str, Any], host: HostFacts, tree: Path,
                    lists: Path | None = None, save_lists: Path | None = None) -> list[str]:
     """`lists`: reuse these package lists and skip `apt-get update`; `save_lists`: keep them there."""
     cache = host.apt_archives
-    proxy = [f"--aptopt=Acquire::http::Proxy \"{host.proxy}\""] if host.proxy else []
     if inputs["tool"] == BootstrapTool.debootstrap:
         return ["debootstrap", f"--variant={inputs['variant']}", f"--arch={inputs['architecture']}",
                 f"--components={','.join(inputs['components'])}", f"--cache-dir={cache}",
                 inputs["suite"], str(tree), inputs.get("mirror") or host.mirror]  # no `--` in debootstrap; suites are validated
     return ["mmdebstrap", "--mode=root", f"--variant={inputs['variant']}",
             f"--architectures={inputs['architecture']}", f"--components={' '.join(inputs['components'])}",
-            *proxy,
             # keep every .deb (essential ones too) for the package cache, and the lists
             "--skip=download/empty", "--skip=essential/unlink", "--skip=cleanup/apt/lists",
             '--setup-hook=mkdir -p "$1"/var/cache/apt/archives',
@@ -88,16 +94,17 @@ class Bootstrap(StageKind):
         (host.apt_archives / "partial").mkdir(exist_ok=True)
         ctx.ledger.mounts_under(tree)  # the tool mounts proc/sys/dev itself; undo them if it is killed
         lists = lists_cache(inputs, host)
+        env = proxy_env(host)
         if inputs["tool"] != BootstrapTool.mmdebstrap:
-            runner(bootstrap_argv(inputs, host, tree))
+            runner(bootstrap_argv(inputs, host, tree), env=env)
         elif (lists / "lock").exists() or any(lists.glob("*_Packages*")):
-            runner(bootstrap_argv(inputs, host, tree, lists=lists))
+            runner(bootstrap_argv(inputs, host, tree, lists=lists), env=env)
         else:
             saving = lists.with_name(f"{lists.name}.partial-{os.getpid()}")
             shutil.rmtree(saving, ignore_errors=True)
             saving.mkdir(parents=True)
             try:
-                runner(bootstrap_argv(inputs, host, tree, save_lists=saving))
+                runner(bootstrap_argv(inputs, host, tree, save_lists=saving), env=env)
             except BaseException:
                 shutil.rmtree(saving, ignore_errors=True)
                 raise

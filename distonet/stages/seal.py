@@ -2,7 +2,8 @@
 
 Removed: apt caches and lists, logs, the build host's resolv.conf, hostname and proxy settings,
 machine-id contents, ssh host keys (regenerated at first boot by a drop-in for ssh.service).
-Set: hostname, hosts, fstab (root by UUID), root's password or keys, DHCP via systemd-networkd.
+Set: hostname (or none: from DHCP), hosts, fstab (root by UUID), root's password or keys, DHCP
+via systemd-networkd and DNS via systemd-resolved when the image has it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ REMOVE_GLOBS = [
     "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*",
     "var/lib/apt/lists/*_*", "var/lib/apt/lists/partial/*", "var/cache/debconf/*-old",
     "var/lib/dpkg/*-old", "var/log/apt/*", "var/log/*.log", "var/log/journal/*",
-    "etc/ssh/ssh_host_*", "etc/apt/apt.conf.d/*proxy*", "etc/resolv.conf",
+    "etc/ssh/ssh_host_*", "etc/apt/apt.conf.d/*proxy*",
     "var/lib/dbus/machine-id", "tmp/*", "var/tmp/*", "root/.bash_history",
 ]
 
@@ -63,6 +64,9 @@ def hosts(hostname: str | None) -> str:
 def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
     for pattern in REMOVE_GLOBS:
         _remove(root, pattern)
+    resolv = root / "etc/resolv.conf"
+    if resolv.exists() and not resolv.is_symlink():
+        resolv.unlink()  # the build host's resolvers: never shipped
     (root / "etc/machine-id").write_text("")  # empty: systemd makes a new one at first boot
     hostname = inputs["hostname"]
     if hostname:
@@ -80,7 +84,13 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
         netdir.mkdir(parents=True, exist_ok=True)
         (netdir / "80-distonet-dhcp.network").write_text(DHCP_NETWORK)
         # The image's own systemctl, offline: it knows its units' [Install] sections.
-        runner(["chroot", str(root), "systemctl", "enable", "systemd-networkd.service"])
+        units = ["systemd-networkd.service"]
+        if (root / "usr/lib/systemd/system/systemd-resolved.service").exists():
+            # DNS after boot: resolved takes the servers DHCP gives; resolv.conf points at its stub.
+            units.append("systemd-resolved.service")
+            resolv.unlink(missing_ok=True)
+            resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
+        runner(["chroot", str(root), "systemctl", "enable", *units])
     access = inputs["access"]
     # Root stays locked ('*' in shadow, as debootstrap leaves it) unless the recipe opens it.
     # The hash goes through stdin, never a command line another user could read in ps.
@@ -110,7 +120,7 @@ def package_list(root: Path, runner: Runner) -> list[dict]:
 class Seal(StageKind):
     kind = "seal"
     order = 100
-    version = 3
+    version = 4
     tools = ("dpkg-query", "chpasswd")
 
     @classmethod

@@ -104,6 +104,7 @@ def minimal_plan(minimal_build):
 
 def plan_for(name, recipes):
     from distonet.pipeline import load_plan
+    load_plan.cache_clear()  # the recipe file may have changed since
     paths = Paths.default()
     return load_plan(name, Paths(recipes=recipes, search=(recipes, paths.recipes),
                                  cache=paths.cache, output=paths.output))

@@ -29,10 +29,16 @@ def test_security_and_updates_can_be_switched_off(paths, tmp_path):
     assert apt_lines(inputs, host(tmp_path)) == [f"deb {MIRROR} trixie main"]
 
 
-def test_the_proxy_reaches_apt_and_not_the_key(paths, tmp_path):
+def test_the_proxy_reaches_apt_and_neither_the_image_nor_the_key(paths, tmp_path):
+    from distonet.stages.bootstrap import proxy_env
+    from distonet.stages.packages import apt_install_argv
     inputs = plan_of("minimal", paths).stages[0].inputs
-    argv = bootstrap_argv(inputs, host(tmp_path, proxy="http://127.0.0.1:3142"), tmp_path / "t")
-    assert '--aptopt=Acquire::http::Proxy "http://127.0.0.1:3142"' in argv
+    h = host(tmp_path, proxy="http://127.0.0.1:3142")
+    argv = bootstrap_argv(inputs, h, tmp_path / "t")
+    assert not any("Proxy" in a for a in argv)  # an --aptopt would land in the image's apt.conf.d
+    assert proxy_env(h) == {"http_proxy": "http://127.0.0.1:3142", "https_proxy": "http://127.0.0.1:3142"}
+    assert apt_install_argv(["tree"], h.proxy)[-5:] == ["-o", "Acquire::http::Proxy=http://127.0.0.1:3142",
+                                                         "install", "--", "tree"]
     assert plan_of("minimal", paths, proxy="http://127.0.0.1:3142").stages[0].key == plan_of("minimal", paths).stages[0].key
 
 

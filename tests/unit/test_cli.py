@@ -76,3 +76,17 @@ def test_unknown_recipe_is_one_line(site, capsys):
     assert cli.main(["show", "minmal"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("distonet: error: ") and "did you mean 'minimal'" in err and "\n" not in err
+
+
+def test_doit_list_works_with_the_mirror_unreachable(site):
+    import os
+    write(site, "far", "extends: minimal\ndistribution: {mirror: 'http://127.0.0.1:9/debian', "
+                       "security_mirror: 'http://127.0.0.1:9/debian-security'}\n")
+    env = dict(os.environ, DISTONET_DOIT_DB=str(site / "doit.db"))
+    proc = subprocess.run([sys.executable, "-m", "doit", "list", "--all", "recipe=far"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "bootstrap:far" in proc.stdout and "build:far" in proc.stdout
+    build = subprocess.run([sys.executable, "-m", "doit", "info", "build:far", "recipe=far"], cwd=PROJECT_ROOT,
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert "manifest:far" in build.stdout, build.stderr  # (doit info exits 1: the task would run)

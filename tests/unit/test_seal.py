@@ -70,3 +70,36 @@ def test_stamp_inputs_never_hold_the_hash():
     data = redact({"hostname": "n", "access": {"root_password_hash": "$6$x$y", "ssh_keys": []}})
     assert data["access"]["root_password_hash"] == "<redacted>"
     assert redact({"access": {"root_password_hash": None}})["access"]["root_password_hash"] is None
+
+
+def test_dns_through_resolved_when_the_image_has_it(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "usr/lib/systemd/system/systemd-resolved.service").write_text("[Install]\n")
+    runner = RecordingRunner()
+    seal_tree(tmp_path, INPUTS, runner)
+    assert runner.calls[0] == ("chroot", str(tmp_path), "systemctl", "enable", "systemd-networkd.service",
+                               "systemd-resolved.service")
+    resolv = tmp_path / "etc/resolv.conf"
+    assert resolv.is_symlink() and str(resolv.readlink()) == "../run/systemd/resolve/stub-resolv.conf"
+
+
+def test_the_host_resolver_lent_to_a_chroot_is_taken_back(tmp_path):
+    from distonet.host.chroot import _lend_resolv_conf
+    resolv = tmp_path / "etc/resolv.conf"
+    restore = _lend_resolv_conf(resolv)
+    assert resolv.read_bytes() == open("/etc/resolv.conf", "rb").read()
+    restore()
+    assert not resolv.exists()  # there was none before
+    restore = _lend_resolv_conf(resolv)
+    resolv.unlink()
+    resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")  # a package made its own
+    restore()
+    assert resolv.is_symlink()
+
+
+def test_chroot_commands_run_in_their_own_pid_namespace(tmp_path):
+    from distonet.host.chroot import chroot_argv
+    argv = chroot_argv(tmp_path, ["apt-get", "install", "--", "tree"])
+    assert argv[:5] == ["unshare", "--pid", "--fork", "--kill-child", f"--mount-proc={tmp_path}/proc"]
+    assert argv[5:7] == ["chroot", str(tmp_path)] and argv[-4:] == ["apt-get", "install", "--", "tree"]
+    assert "env" in argv[7] and argv[8] == "-i"  # nothing of the caller's environment leaks in

@@ -107,3 +107,12 @@ with StageStore({str(tmp_path)!r}).building({K1!r}, "x"):
         assert "waiting: stage packages.x" in capfd.readouterr().err
     finally:
         holder.wait()
+
+
+def test_dead_partials_of_any_key_go_and_a_live_builders_stays(tmp_path):
+    store = StageStore(tmp_path)
+    (tmp_path / f"{K2[:32]}.partial-424242").mkdir(parents=True)  # a killed build's, another key
+    with store.building(K1, "x"):
+        mine = store.begin(K1)
+        assert store.clear_dead_partials() == [tmp_path / f"{K2[:32]}.partial-424242"]
+        assert mine.exists()
