@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import os
 
+from . import log
 from .errors import DistonetError, RecipeError
+from .host.archive import check_error, missing_packages, package_names
 from .host.apt import archive_state, default_mirror, default_security_mirror, host_proxy
 from .paths import Paths
 from .plan import BuildPlan, PlanFacts, make_plan
@@ -44,11 +46,39 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
 
 @functools.lru_cache(maxsize=None)
 def load_plan(name: str, paths: Paths | None = None, *, offline_ok: bool = False) -> BuildPlan:
-    """Validate the recipe (before any work), resolve the mirrors and the archive state."""
+    """Validate the recipe (before any work), resolve the mirrors and the archive state; when
+    building, check every named package against the archive's indexes."""
     paths = paths or Paths.default()
     recipe = load_recipe(name, paths.search)
     facts = plan_facts(recipe, paths, offline_ok=offline_ok)
-    return make_plan(recipe, paths, facts, source=recipe_path(paths.search, recipe_name(name)))
+    plan = make_plan(recipe, paths, facts, source=recipe_path(paths.search, recipe_name(name)))
+    if not offline_ok:
+        check_packages(plan)
+    return plan
+
+
+def check_packages(plan: BuildPlan) -> None:
+    """Every package the recipe names exists in the suites and components it builds from
+    (names and virtual names of Packages indexes, kept per archive state). Where no index can
+    be had (offline, no copy), the check is skipped and apt will say."""
+    recipe, facts = plan.recipe, plan.facts
+    dist = recipe.distribution
+    suites = [(facts.mirror, dist.suite)]
+    suites += [(facts.mirror, f"{dist.suite}-updates")] if facts.updates else []
+    suites += [(facts.security_mirror, f"{dist.suite}-security")] if facts.security else []
+    available: set[str] = set()
+    for mirror, suite in suites:
+        for comp in dist.components:
+            names = package_names(mirror, suite, comp, str(dist.architecture), plan.paths.cache, facts.archive)
+            if names is None and suite == dist.suite:
+                log.info(f"archive: no package index for {suite}/{comp}; package names not checked")
+                return
+            available |= names or set()
+    wanted = {"kernel.package": [recipe.kernel.package], "kernel.initramfs": list(recipe.kernel.initramfs)}
+    wanted.update({f"packages.{layer}": list(pkgs) for layer, pkgs in recipe.packages.items()})
+    misses = missing_packages(wanted, available)
+    if misses:
+        raise check_error(plan.source, dist.suite, list(dist.components), misses)
 
 
 def load_plans(names: list[str], paths: Paths | None = None, *, offline_ok: bool = False) -> list[BuildPlan]:

@@ -215,6 +215,9 @@ def load_tasks_or_exit(value: str | None):
     the mirror unreachable (an unknown archive state only affects which stages `clean` finds)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-") and "=" not in a), "run")
     try:
+        if command not in OFFLINE_COMMANDS and os.geteuid() != 0:
+            raise DistonetError("distonet builds, boots and cleans as root (it mounts, chroots and "
+                                "creates device nodes)", hint="run it with sudo, or as root")
         return load_tasks(split_names(value), offline_ok=command in OFFLINE_COMMANDS)
     except DistonetError as exc:
         raise SystemExit(report(exc))

@@ -154,9 +154,10 @@ def firmware_args(firmware: str, workdir: Path) -> list[str]:
 
 def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float = 300,
               kernel: Path | None = None, paths: Paths | None = None, name: str | None = None,
-              log_dir: Path | None = None, ssh: bool = False) -> BootResult:
+              log_dir: Path | None = None, ssh: bool = False, then=None) -> BootResult:
     """Boot `disk` with `firmware` until `marker` shows on the serial console; with ssh, also
-    until sshd answers through a port forwarded from 127.0.0.1 (the banner is in the result)."""
+    until sshd answers through a port forwarded from 127.0.0.1 (the banner is in the result),
+    and then, if given, until `then(port)` is true (a test logging in)."""
     paths = paths or Paths.default()
     check_tools(["qemu-system-x86_64"])
     if firmware == "uefi" and not OVMF_CODE.is_file():
@@ -171,10 +172,10 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
         banner: list[str] = []
 
         def sshd_answers() -> bool:
-            line = ssh_banner(port)
-            if line:
+            line = banner[0] if banner else ssh_banner(port)
+            if line and not banner:
                 banner.append(line)
-            return bool(line)
+            return bool(line) and (then is None or then(port))
 
         argv = (qemu_argv(accel, console) + firmware_args(firmware, workdir) + disk_args(disk, fmt)
                 + net_args(port))

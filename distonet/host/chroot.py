@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -90,13 +91,34 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
 
 
 def _lend_resolv_conf(resolv: Path):
-    """Copy the host's resolver configuration in (a copy, not a bind mount: a package such as
-    systemd-resolved may replace the file by a symlink); return the undo, which puts back what
-    was there unless a package replaced our copy."""
-    if resolv.is_symlink() or not Path("/etc/resolv.conf").exists():
+    """Give the chroot the host's resolvers for the length of the session; return the undo.
+    A regular file is replaced by a copy (not a bind mount: a package such as systemd-resolved
+    may replace the file by a symlink) and put back unless a package made its own. A symlink
+    into /run (systemd-resolved's stub, from an earlier layer) gets the copy at its target, on
+    the session's own /run tmpfs, so nothing changes in the tree. Any other symlink is swapped
+    for a copy and put back."""
+    host = Path("/etc/resolv.conf")
+    if not host.exists():
         return lambda: None
+    lent = host.read_bytes()
+    root = resolv.parent.parent
+    if resolv.is_symlink():
+        link = os.readlink(resolv)
+        target = (resolv.parent / link) if not link.startswith("/") else root / link.lstrip("/")
+        target = Path(os.path.normpath(target))
+        if root / "run" in target.parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(lent)
+            return lambda: None  # the tmpfs goes with the session
+        resolv.unlink()
+        resolv.write_bytes(lent)
+
+        def put_link_back() -> None:
+            if resolv.exists() and not resolv.is_symlink() and resolv.read_bytes() == lent:
+                resolv.unlink()
+                resolv.symlink_to(link)
+        return put_link_back
     before = resolv.read_bytes() if resolv.exists() else None
-    lent = Path("/etc/resolv.conf").read_bytes()
     resolv.parent.mkdir(parents=True, exist_ok=True)
     resolv.write_bytes(lent)
 

@@ -102,12 +102,12 @@ def minimal_plan(minimal_build):
     return load_plan("minimal")
 
 
-def plan_for(name, recipes):
+def plan_for(name, recipes, check=True):
     from distonet.pipeline import load_plan
     load_plan.cache_clear()  # the recipe file may have changed since
     paths = Paths.default()
     return load_plan(name, Paths(recipes=recipes, search=(recipes, paths.recipes),
-                                 cache=paths.cache, output=paths.output))
+                                 cache=paths.cache, output=paths.output), offline_ok=not check)
 
 
 def summary_states(stderr: str) -> dict[str, str]:

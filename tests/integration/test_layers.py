@@ -71,22 +71,32 @@ def test_boot_option_edit_remakes_the_disk_and_carries_the_rootfs_over(minimal_p
     assert not plan.out_dir.exists()
 
 
-def test_a_failing_step_fails_the_build_in_one_line_and_keeps_the_previous_set(minimal_plan, recipes):
-    (recipes / "typo.yaml").write_text("extends: minimal\npackages: {tools: [tre-no-such-package]}\n"
-                                       "replace: [outputs]\noutputs: {kernel: {}}\n")
+def test_a_misspelt_package_stops_the_build_before_any_stage(minimal_plan, recipes):
+    (recipes / "typo.yaml").write_text("extends: minimal\npackages: {tools: [tre]}\n")
     proc = distonet("build", "typo", recipes=recipes, check=False)
+    assert proc.returncode == 2
+    assert "typo.yaml: packages.tools: no package 'tre' in trixie main (did you mean 'tree'?)" in proc.stderr
+    assert "▶" not in proc.stderr  # no step started
+    assert not StageStore(minimal_plan.paths.stages).done(plan_for("typo", recipes, check=False).stage("packages.tools").key)
+
+
+def test_a_failing_step_fails_the_build_in_one_line(minimal_plan, recipes):
+    # The name exists, the version does not: only apt can tell, in the stage.
+    (recipes / "badver.yaml").write_text("extends: minimal\npackages: {tools: [tree=0.0-no-such-version]}\n"
+                                         "replace: [outputs]\noutputs: {kernel: {}}\n")
+    proc = distonet("build", "badver", recipes=recipes, check=False)
     assert proc.returncode != 0
     lines = [l for l in proc.stderr.splitlines() if l.startswith("distonet: error:")]
-    assert lines and "typo.yaml: stage packages.tools: command failed" in lines[0], proc.stderr[-3000:]
-    assert "typo: FAILED" in proc.stderr and "Traceback" not in proc.stderr
+    assert lines and "badver.yaml: stage packages.tools: command failed" in lines[0], proc.stderr[-3000:]
+    assert "badver: FAILED" in proc.stderr and "Traceback" not in proc.stderr
     assert "function" not in proc.stderr and "returned False" not in proc.stderr  # no doit noise
-    plan = plan_for("typo", recipes)
-    store = StageStore(plan.paths.stages)
-    assert not store.done(plan.stage("packages.tools").key)
-    assert not list(plan.paths.stages.glob(f"{plan.stage('packages.tools').key[:32]}.partial-*"))
+    assert "0.0-no-such-version" in proc.stderr  # apt's own words, from the log's tail
+    plan = plan_for("badver", recipes)
+    key = plan.stage("packages.tools").key
+    assert not StageStore(plan.paths.stages).done(key)
+    assert not list(plan.paths.stages.glob(f"{key[:32]}.partial-*"))
     assert not plan.out_dir.exists()
-    log = (plan.paths.cache / "logs" / "typo.log").read_text()
-    assert "tre-no-such-package" in log  # the command's own output is in the build log
+    assert "0.0-no-such-version" in (plan.paths.cache / "logs" / "badver.log").read_text()
 
 
 def test_several_recipes_in_one_graph(minimal_plan, recipes):

@@ -58,7 +58,8 @@ def test_sealed_image_ships_no_host_state_and_gets_updates(minimal_plan):
     assert "ssh_host_ed25519_key" not in " ".join(ls("/etc/ssh")) and "sshd_config" in ls("/etc/ssh")
     lists = " ".join(ls("/var/lib/apt/lists"))
     assert "_Packages" not in lists and "InRelease" not in lists
-    assert "resolv.conf" not in ls("/etc")
+    resolv = debugfs(image, "stat /etc/resolv.conf")  # the stub of the image's own resolver, not the host's
+    assert "Type: symlink" in resolv and "../run/systemd/resolve/stub-resolv.conf" in resolv
     assert "ssh-keygen -A" in cat("/etc/systemd/system/ssh.service.d/distonet-hostkeys.conf")
     assert cat("/etc/shadow").startswith("root:*:")  # locked by default
     sources = cat("/etc/apt/sources.list")
@@ -91,15 +92,40 @@ def test_boot_reaches_login_with_bios_and_uefi_and_records_it(minimal_build):
     assert all(b.seconds > 0 and b.accel in ("kvm", "tcg") for b in m.boots)
 
 
-def test_qcow2_boots_to_login_and_sshd_answers_with_fresh_host_keys(minimal_plan):
-    """DHCP from QEMU's user network, host keys made at first boot, sshd reachable through a
-    port forwarded to 127.0.0.1: the path a user's ssh takes."""
+def test_qcow2_boots_sshd_answers_a_key_and_dns_resolves(minimal_build, recipes, tmp_path):
+    """DHCP from QEMU's user network, host keys made at first boot, root's key from the recipe,
+    sshd reached through a port forwarded to 127.0.0.1 (the path a user's ssh takes), and a name
+    resolved through /etc/resolv.conf → systemd-resolved's stub (`_gateway` is answered by
+    resolved itself: nothing leaves this machine)."""
     from distonet.boot.qemu import boot_disk
-    result = boot_disk(minimal_plan.out_dir / "disk.qcow2", "uefi", kernel=minimal_plan.out_dir / "vmlinuz",
-                       name="qcow2/uefi", ssh=True)
+    from tests.integration.conftest import plan_for
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    pub = (tmp_path / "id.pub").read_text().strip()
+    (recipes / "sshable.yaml").write_text(f"extends: minimal\nhostname: sshable\naccess: {{ssh_keys: ['{pub}']}}\n"
+                                          "replace: [outputs]\noutputs: {qcow2: {}, kernel: {}}\n")
+    distonet("build", "sshable", recipes=recipes)
+    plan = plan_for("sshable", recipes)
+    answers: list[str] = []
+
+    def logged_in(port: int) -> bool:
+        proc = subprocess.run(["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
+                               "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                               "root@127.0.0.1", "hostname; readlink /etc/resolv.conf; getent ahostsv4 _gateway"],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0:
+            answers.append(proc.stdout)
+        return proc.returncode == 0
+
+    result = boot_disk(plan.out_dir / "disk.qcow2", "uefi", kernel=plan.out_dir / "vmlinuz",
+                       name="qcow2/uefi", ssh=True, then=logged_in)
     assert result.reached, result.console[-3000:]
     assert result.ssh_banner.startswith("SSH-2.0-OpenSSH")
-    assert "minimal login:" in result.console
+    assert "sshable login:" in result.console
+    lines = answers[0].splitlines()
+    assert lines[0] == "sshable" and lines[1] == "../run/systemd/resolve/stub-resolv.conf", answers[0]
+    assert any(l.startswith("10.0.2.2 ") for l in lines[2:]), answers[0]
+    distonet("clean", "sshable", recipes=recipes)
 
 
 def test_invalid_recipe_fails_before_any_work(recipes, project_paths):

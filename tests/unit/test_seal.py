@@ -103,3 +103,14 @@ def test_chroot_commands_run_in_their_own_pid_namespace(tmp_path):
     assert argv[:5] == ["unshare", "--pid", "--fork", "--kill-child", f"--mount-proc={tmp_path}/proc"]
     assert argv[5:7] == ["chroot", str(tmp_path)] and argv[-4:] == ["apt-get", "install", "--", "tree"]
     assert "env" in argv[7] and argv[8] == "-i"  # nothing of the caller's environment leaks in
+
+
+def test_a_resolver_symlink_from_an_earlier_layer_gets_the_host_resolvers_on_run(tmp_path):
+    from distonet.host.chroot import _lend_resolv_conf
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "run").mkdir()
+    resolv = tmp_path / "etc/resolv.conf"
+    resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    _lend_resolv_conf(resolv)()
+    assert resolv.is_symlink()  # the tree is unchanged
+    assert (tmp_path / "run/systemd/resolve/stub-resolv.conf").read_bytes() == open("/etc/resolv.conf", "rb").read()
