@@ -36,7 +36,13 @@ def test_vm_exit_without_marker_fails(tmp_path):
 def test_tcg_gets_one_vcpu(tmp_path):
     argv = qemu_argv("tcg", tmp_path / "c")
     assert argv[argv.index("-smp") + 1] == "1" and argv[argv.index("-accel") + 1] == "tcg"
-    assert qemu_argv("kvm", tmp_path / "c")[argv.index("-smp") + 1] == "2"
+    kvm = qemu_argv("kvm", tmp_path / "c")
+    assert kvm[kvm.index("-smp") + 1] == "2"
+
+
+def test_a_boot_never_changes_the_artifact(tmp_path):
+    from distonet.boot.qemu import disk_args
+    assert disk_args(tmp_path / "d.qcow2", "qcow2")[1].endswith(",snapshot=on")
 
 
 def test_ssh_banner_from_a_loopback_server():
