@@ -34,7 +34,9 @@ def store_of(plan: BuildPlan) -> StageStore:
 def host_facts(plan: BuildPlan) -> HostFacts:
     f = plan.facts
     return HostFacts(mirror=f.mirror, cache=plan.paths.cache, work=plan.paths.work, proxy=f.proxy,
-                     security_mirror=f.security_mirror)
+                     security_mirror=f.security_mirror,
+                     sources={**{f"overlay:{n}": Path(o["dir"]) for n, o in f.overlays.items()},
+                              **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks}})
 
 
 def tools_needed(plan: BuildPlan) -> list[str]:
@@ -190,7 +192,9 @@ def commit(plan: BuildPlan) -> Path:
             stages=[{"name": s.name, "kind": s.kind, "key": s.key, "seconds": st.get("seconds"),
                      "built_at": _iso(st.get("started"))} for s, st in zip(plan.stages, stamps)],
             outputs=outputs, packages=stamps[-1].get("packages", []), artifacts=arts,
-            git_commit=git_commit(plan.source.parent))
+            git_commit=git_commit(plan.source.parent), site=plan.facts.site,
+            overlay_files=[{"overlay": s.name.split(".", 1)[1], **f}
+                           for s, st in zip(plan.stages, stamps) if s.kind == "overlay" for f in st.get("files", [])])
         manifest.save(nxt)
         outdir.swap_in(current)
         return current / "manifest.json"

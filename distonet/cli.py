@@ -170,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"distonet {__version__}")
     p.add_argument("-q", "--quiet", action="count", default=0, help="only errors and the summary")
     p.add_argument("-v", "--verbose", action="count", default=0, help="every command's output too")
+    p.add_argument("--site", metavar="NAME", help="site file sites/NAME.yaml for the overlays' templates "
+                   "(overrides the recipe's site:)")
     sub = p.add_subparsers(dest="cmd", metavar="VERB", required=True)
 
     def verb(name, fn, help_):
@@ -208,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     log.set_level(max(0, min(2, log.NORMAL - a.quiet + a.verbose)))
+    if a.site:
+        os.environ["DISTONET_SITE"] = a.site
     try:
         return a.fn(a)
     except (DistonetError, KeyboardInterrupt) as exc:

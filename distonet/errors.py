@@ -19,6 +19,7 @@ class RecipeError(DistonetError):
 
 class CommandError(DistonetError):
     """An external command failed; the message shows it shell-quoted."""
+    returncode: int | None = None
 
 
 class ToolMissing(DistonetError):

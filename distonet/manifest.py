@@ -75,6 +75,8 @@ class Manifest:
     packages: list[dict]           # {name, version, architecture, source, source_version, installed_kib}
     artifacts: list[Artifact]
     git_commit: str | None = None
+    site: str | None = None
+    overlay_files: list[dict] = field(default_factory=list)  # {overlay, path, kind, source, sha256, mode, …}
     boots: list[BootRecord] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 

@@ -52,5 +52,19 @@ class Paths:
     def work(self) -> Path:
         return self.cache / "work"
 
+    @property
+    def overlay_dirs(self) -> tuple[Path, ...]:
+        """overlays/ beside each recipe directory, in the search order."""
+        return tuple(dict.fromkeys(d.parent / "overlays" for d in self.search))
+
+    @property
+    def hook_dirs(self) -> tuple[Path, ...]:
+        """hooks/chroot/ beside each recipe directory (hooks/initramfs/ is the initrd's)."""
+        return tuple(dict.fromkeys(d.parent / "hooks" / "chroot" for d in self.search))
+
+    @property
+    def site_dirs(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(d.parent / "sites" for d in self.search))
+
     def recipe_output(self, recipe: str) -> Path:
         return self.output / recipe

@@ -7,7 +7,12 @@ from __future__ import annotations
 import functools
 import os
 
-from . import log
+import difflib
+import hashlib
+
+import yaml
+
+from . import log, render
 from .errors import DistonetError, RecipeError
 from .host.archive import check_error, missing_packages, package_names
 from .host.apt import archive_state, default_mirror, default_security_mirror, host_proxy
@@ -40,8 +45,103 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
             raise
         archive = OFFLINE
     proxy = dist.proxy or os.environ.get("DISTONET_APT_PROXY") or host_proxy()
+    site = os.environ.get("DISTONET_SITE") or recipe.site
+    site_vars = load_site(site, paths)
+    overlays = overlay_facts(recipe, paths, site, site_vars)
+    hooks = hook_facts(recipe, paths)
+    hook_vars = {}
+    if hooks:
+        variables = template_variables(recipe, site_vars, site)
+        facts_ = variables.pop(render.FACTS)
+        hook_vars = {**variables, "recipe": facts_["recipe"], "suite": facts_["suite"],
+                     "arch": facts_["architecture"], "site": facts_["site"] or ""}
     return PlanFacts(mirror=mirror, archive=archive, security_mirror=sec_mirror, proxy=proxy,
-                     updates=updates, security=security)
+                     updates=updates, security=security, overlays=overlays, site=site,
+                     hooks=tuple(hooks), hook_vars=hook_vars)
+
+
+def hook_facts(recipe: Recipe, paths: Paths) -> list[dict]:
+    """The scripts of the recipe's hook sets, phase by phase, in run order, with their digests."""
+    from .stages.hooks import PHASES
+    sets = {}
+    for name in recipe.hooks:
+        d = next((h / name for h in paths.hook_dirs if (h / name).is_dir()), None)
+        if d is None:
+            known = sorted({p.name for h in paths.hook_dirs if h.is_dir() for p in h.iterdir() if p.is_dir()})
+            close = difflib.get_close_matches(name, known, n=1)
+            raise RecipeError(f"{recipe.name}: hooks: no hook set '{name}' in "
+                              f"{', '.join(str(h) for h in paths.hook_dirs)}"
+                              + (f" (did you mean '{close[0]}'?)" if close else "")
+                              + f"; known: {', '.join(known) or 'none'}")
+        unknown = [p.name for p in d.iterdir() if p.name not in PHASES]
+        if unknown:
+            raise RecipeError(f"{d}: unknown hook phase(s) {', '.join(sorted(unknown))}; "
+                              f"phases: {', '.join(PHASES)}")
+        sets[name] = d
+    scripts = []
+    for phase in PHASES:
+        for name, d in sets.items():
+            for f in sorted((d / phase).iterdir()) if (d / phase).is_dir() else []:
+                if f.is_file() and not f.name.startswith("."):
+                    scripts.append({"set": name, "phase": phase, "name": f.name, "dir": str(d),
+                                    "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
+    return scripts
+
+
+def load_site(site: str | None, paths: Paths) -> dict:
+    """sites/<site>.yaml: the site's own values (a mapping), beside any recipe directory."""
+    if not site:
+        return {}
+    for d in paths.site_dirs:
+        for suffix in (".yaml", ".yml"):
+            f = d / f"{site}{suffix}"
+            if f.is_file():
+                try:
+                    data = yaml.safe_load(f.read_text()) or {}
+                except yaml.YAMLError as exc:
+                    raise RecipeError(f"{f}: not valid YAML: {exc}") from None
+                if not isinstance(data, dict):
+                    raise RecipeError(f"{f}: a site file is a mapping of variables")
+                return data
+    known = sorted({p.stem for d in paths.site_dirs for p in d.glob("*.y*ml")})
+    close = difflib.get_close_matches(site, known, n=1)
+    raise RecipeError(f"site '{site}': no sites/{site}.yaml in {', '.join(str(d) for d in paths.site_dirs)}"
+                      + (f" (did you mean '{close[0]}'?)" if close else ""),
+                      hint="site= on the command line or site: in the recipe names a file in sites/")
+
+
+def template_variables(recipe: Recipe, site_vars: dict, site: str | None) -> dict:
+    """Recipe vars, then the site's values over them, and the build facts under `distonet`."""
+    facts = {"recipe": recipe.name, "suite": recipe.distribution.suite,
+             "architecture": str(recipe.distribution.architecture), "hostname": recipe.hostname,
+             "site": site}
+    return {**recipe.vars, **site_vars, render.FACTS: facts}
+
+
+def overlay_facts(recipe: Recipe, paths: Paths, site: str | None, site_vars: dict | None = None) -> dict:
+    """For each overlay the recipe names: its directory, content digest and the values of the
+    variables its templates read. Unknown overlays and undefined variables are errors here."""
+    if not recipe.overlays:
+        return {}
+    variables = template_variables(recipe, load_site(site, paths) if site_vars is None else site_vars, site)
+    out = {}
+    for name in recipe.overlays:
+        src = next((d / name for d in paths.overlay_dirs if (d / name).is_dir()), None)
+        if src is None:
+            known = sorted({p.name for d in paths.overlay_dirs if d.is_dir() for p in d.iterdir() if p.is_dir()})
+            close = difflib.get_close_matches(name, known, n=1)
+            raise RecipeError(f"{recipe.name}: overlays: no overlay '{name}' in "
+                              f"{', '.join(str(d) for d in paths.overlay_dirs)}"
+                              + (f" (did you mean '{close[0]}'?)" if close else "")
+                              + f"; known: {', '.join(known) or 'none'}")
+        meta_file = src.with_name(f"{name}.meta.yaml")
+        meta = render.load_meta(meta_file)
+        entries = render.scan(src, meta_file)
+        render.check_variables(src, entries, set(variables))
+        used = render.variables_used(src, entries)
+        out[name] = {"dir": str(src), "digest": render.tree_digest(entries, meta),
+                     "vars": {v: variables[v] for v in sorted(used)}}
+    return out
 
 
 @functools.lru_cache(maxsize=None)

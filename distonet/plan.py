@@ -32,6 +32,11 @@ class PlanFacts:
     proxy: str | None = None
     updates: bool = True
     security: bool = True
+    # overlay name → {"dir": its directory, "digest": content digest, "vars": the values it reads}
+    overlays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    site: str | None = None
+    hooks: tuple[Mapping[str, str], ...] = ()      # {set, phase, name, sha256, dir}, in run order
+    hook_vars: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .errors import RecipeError
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
 from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
-                       Regex, SshKey, Suite, Text, Url)
+                       Regex, SshKey, Suite, Text, Url, VarName)
 
 RESERVED_LAYERS = ("kernel",)  # the kernel's own layer (stages/packages.py)
 MAX_LAYERS = 64
@@ -94,7 +94,12 @@ class Recipe(Model):
     network: Network = Network()
     hostname: Optional[Hostname] = Field("distonet", description="null: the name comes from DHCP")
     outputs: Outputs = Field(default_factory=Outputs)  # type: ignore[valid-type]
-    vars: dict[str, Any] = Field(default_factory=dict, description="values for site templates")
+    overlays: tuple[LayerName, ...] = Field(
+        (), description="site overlays (overlays/<name>/), applied in order after the packages")
+    hooks: tuple[LayerName, ...] = Field(
+        (), description="hook sets (hooks/chroot/<name>/<phase>/NN-script), run in this order")
+    site: Optional[RecipeName] = Field(None, description="site file sites/<name>.yaml (site= overrides)")
+    vars: dict[VarName, Any] = Field(default_factory=dict, description="values for the overlays' templates")
     replace: tuple[str, ...] = Field((), description="dotted key paths this recipe replaces instead of merging")
 
     def enabled_outputs(self) -> dict[str, BaseModel]:
@@ -278,6 +283,12 @@ def _check_replace_path(at: str, path: Path) -> None:
 def _check_semantics(recipe: Recipe, path: Path) -> None:
     """What the field types cannot say alone."""
     dist = recipe.distribution
+    if len(set(recipe.hooks)) != len(recipe.hooks):
+        raise RecipeError(f"{path}: hooks: a hook set is named twice")
+    if len(set(recipe.overlays)) != len(recipe.overlays):
+        raise RecipeError(f"{path}: overlays: an overlay is named twice")
+    if "distonet" in recipe.vars:
+        raise RecipeError(f"{path}: vars.distonet: reserved for build facts ({{{{ distonet.recipe }}}} …)")
     for layer in recipe.packages:
         if layer in RESERVED_LAYERS:
             raise RecipeError(f"{path}: packages.{layer}: the layer name '{layer}' is reserved for "

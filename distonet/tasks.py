@@ -107,7 +107,7 @@ def _action(fn, plan: BuildPlan, what: str, *args):
             report(exc, where=f"{plan.source}: {what}")
             return False
         return None
-    action.__name__ = f"{what}"
+    action.__name__ = action.__qualname__ = f"{what} of {plan.name}"
     action.__doc__ = fn.__doc__
     return action
 
@@ -210,10 +210,12 @@ def _group_doc(basename: str) -> str:
 OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")
 
 
-def load_tasks_or_exit(value: str | None):
+def load_tasks_or_exit(value: str | None, site: str | None = None):
     """For dodo.py: the tasks, or one clean message and exit 2. Listing and cleaning work with
     the mirror unreachable (an unknown archive state only affects which stages `clean` finds)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-") and "=" not in a), "run")
+    if site:
+        os.environ["DISTONET_SITE"] = site  # doit's worker processes inherit it
     try:
         if command not in OFFLINE_COMMANDS and os.geteuid() != 0:
             raise DistonetError("distonet builds, boots and cleans as root (it mounts, chroots and "

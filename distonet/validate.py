@@ -88,6 +88,8 @@ CmdlineArg = Annotated[str, AfterValidator(_check(CMDLINE_ARG_RE, "one kernel ar
                                                   "quotes, braces, ; $ ` # or backslashes)"))]
 SshKey = Annotated[str, AfterValidator(_check(SSH_KEY_RE, "an OpenSSH public key (ssh-ed25519, "
                                               "ssh-rsa or ecdsa-sha2-*, then its base64, on one line)"))]
+VarName = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"),
+                                                "a template variable name (letters, digits, _)"))]
 Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex)]
 Url = Annotated[str, Field(max_length=500), AfterValidator(_url)]
 Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]

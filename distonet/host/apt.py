@@ -108,9 +108,12 @@ def archive_state(sources: list[tuple[str, str]], cache_dir: Path, timeout: floa
     changed archive rebuilds them and an unchanged one does not. The InRelease is the archive's
     signed content, the same on every mirror of it, so the mirror's URL never enters a key.
     Offline, the last copy seen is used."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:  # fetched side by side
+        files = list(pool.map(lambda s: _in_release(s[0], s[1], cache_dir, timeout), sources))
     digest = hashlib.sha256()
-    for mirror, suite in sources:
-        digest.update(hashlib.sha256(_in_release(mirror, suite, cache_dir, timeout)).digest())
+    for data in files:
+        digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()
 
 

@@ -132,11 +132,11 @@ def _lend_resolv_conf(resolv: Path):
     return restore
 
 
-def chroot_argv(root: Path, argv: Sequence[str]) -> list[str]:
+def chroot_argv(root: Path, argv: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
     """argv run inside `root`, in a PID namespace of its own with its own /proc: maintainer
     scripts see and signal only their own processes, and whatever they start (a daemon that
     escaped policy-rc.d, say) dies with the command, since the namespace ends with its first
     process and that process dies with unshare (--kill-child)."""
-    env = [f"{k}={v}" for k, v in CHROOT_ENV.items()]
+    env = [f"{k}={v}" for k, v in {**CHROOT_ENV, **(env or {})}.items()]
     return ["unshare", "--pid", "--fork", "--kill-child", f"--mount-proc={root}/proc",
             "chroot", str(root), "/usr/bin/env", "-i", *env, *argv]

@@ -83,7 +83,9 @@ def run(argv: Sequence[str], *, check: bool = True, capture: bool = False, env: 
         tail = result.stderr.strip() or _tail(logpath, start_at) if (capture or sink) else ""
         detail = f"\n{tail[-2000:]}" if tail else ""
         where = f"\n(full output in {logpath})" if logpath and not capture else ""
-        raise CommandError(f"command failed ({proc.returncode}): {shlex.join(argv)}{detail}{where}")
+        error = CommandError(f"command failed ({proc.returncode}): {shlex.join(argv)}{detail}{where}")
+        error.returncode = proc.returncode
+        raise error
     return result
 
 

@@ -31,7 +31,8 @@ class HostFacts:
     work: Path                                    # where merged trees are mounted
     proxy: str | None = None                      # build-time apt proxy; never left in the image
     security_mirror: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    # Where project files are (overlay:<name> → its directory): their content is in the key.
+    sources: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def apt_archives(self) -> Path:

@@ -75,6 +75,9 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
         (root / "etc/hostname").unlink(missing_ok=True)
     (root / "etc/hosts").write_text(hosts(hostname))
     (root / "etc/fstab").write_text(fstab(inputs["root_uuid"]))
+    for name in ("hostname", "hosts", "fstab"):  # 0644 whatever the file it replaced had
+        if (root / "etc" / name).exists():
+            (root / "etc" / name).chmod(0o644)
     if (root / "usr/sbin/sshd").exists():
         dropin = root / "etc/systemd/system/ssh.service.d"
         dropin.mkdir(parents=True, exist_ok=True)

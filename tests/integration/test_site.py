@@ -1,0 +1,69 @@
+"""The example site: a hook makes an account, an overlay renders templates from the site file
+with owners and modes from its metadata; one template edited re-runs only that overlay."""
+
+import subprocess
+
+import pytest
+
+from distonet.manifest import Manifest
+from tests.integration.conftest import distonet, plan_for, summary_states
+
+pytestmark = pytest.mark.integration
+
+
+def debugfs(image, command):
+    return subprocess.run(["debugfs", "-R", command, str(image)], capture_output=True, text=True).stdout
+
+
+def stat_of(image, path) -> dict:
+    out = debugfs(image, f"stat {path}")
+    first = out.splitlines()[0].split()  # Inode: N   Type: regular    Mode:  0644   Flags: …
+    fields = {first[i].rstrip(":"): first[i + 1] for i in range(0, len(first) - 1, 2)}
+    for line in out.splitlines()[:4]:
+        parts = line.split()
+        if parts and parts[0] == "User:":
+            fields["User"], fields["Group"] = parts[1], parts[3]
+    return fields
+
+
+def test_example_site_hooks_overlay_and_a_template_change(minimal_plan, recipes, tmp_path):
+    import shutil
+    from distonet import PROJECT_ROOT
+    site_root = tmp_path / "site"
+    for d in ("overlays", "hooks", "sites"):
+        shutil.copytree(PROJECT_ROOT / d, site_root / d)
+    site_recipes = site_root / "recipes"
+    shutil.copytree(recipes, site_recipes)
+    proc = distonet("build", "example-site", recipes=site_recipes)
+    plan = plan_for("example-site", site_recipes)
+    image = plan.out_dir / "rootfs.img"
+    motd = debugfs(image, "cat /etc/motd")
+    assert motd.startswith("Example Lab — example-site (trixie, kernel 6.") and "it-support@example.invalid" in motd
+    passwd = debugfs(image, "cat /etc/passwd")
+    group = debugfs(image, "cat /etc/group")
+    assert any(l.startswith("demo:") for l in passwd.splitlines())
+    lab_gid = next(l.split(":")[2] for l in group.splitlines() if l.startswith("lab:"))
+    sshd = stat_of(image, "/etc/ssh/sshd_config.d/50-site.conf")
+    assert sshd["Mode"] == "0600" and sshd["User"] == "0"
+    srv = stat_of(image, "/srv/lab")
+    assert srv["Mode"] == "02775" and srv["Group"] == lab_gid  # the hook's group, setgid as allowed
+    assert stat_of(image, "/usr/local/bin/site-info")["Mode"] == "0755"
+    m = Manifest.load(plan.out_dir)
+    files = {f["path"]: f for f in m.overlay_files}
+    assert files["etc/motd"]["source"] == "etc/motd.j2" and len(files["etc/motd"]["sha256"]) == 64
+    assert m.site == "example"
+    log = (plan.paths.cache / "logs" / "example-site.log").read_text()
+    assert "site account: demo" in log
+
+    (site_root / "overlays/lab-base/etc/issue.net.j2").write_text("{{ site_name }}: changed banner\n")
+    proc = distonet("build", "example-site", recipes=site_recipes)
+    states = summary_states(proc.stderr)
+    assert states["hooks.post-install"] == "cached" and states["packages.ssh"] == "cached"
+    assert states["overlay.lab-base"] == "run" and states["seal"] == "run"
+    assert debugfs(plan.out_dir / "rootfs.img", "cat /etc/issue.net") == "Example Lab: changed banner\n"
+
+    (site_root / "overlays/lab-base/etc/issue.net.j2").write_text("{{ undefined_thing }}\n")
+    proc = distonet("build", "example-site", recipes=site_recipes, check=False)
+    assert proc.returncode == 2 and "issue.net.j2:1: undefined variable 'undefined_thing'" in proc.stderr
+    assert "▶" not in proc.stderr  # refused before any step
+    distonet("clean", "example-site", recipes=site_recipes)
