@@ -47,7 +47,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     proxy = dist.proxy or os.environ.get("DISTONET_APT_PROXY") or host_proxy()
     site = os.environ.get("DISTONET_SITE") or recipe.site
     site_vars = load_site(site, paths)
-    overlays = overlay_facts(recipe, paths, site, site_vars)
+    overlays = overlay_facts(recipe, paths, site, site_vars, strict=not offline_ok)
     hooks = hook_facts(recipe, paths)
     hook_vars = {}
     if hooks:
@@ -118,7 +118,8 @@ def template_variables(recipe: Recipe, site_vars: dict, site: str | None) -> dic
     return {**recipe.vars, **site_vars, render.FACTS: facts}
 
 
-def overlay_facts(recipe: Recipe, paths: Paths, site: str | None, site_vars: dict | None = None) -> dict:
+def overlay_facts(recipe: Recipe, paths: Paths, site: str | None, site_vars: dict | None = None,
+                  strict: bool = True) -> dict:
     """For each overlay the recipe names: its directory, content digest and the values of the
     variables its templates read. Unknown overlays and undefined variables are errors here."""
     if not recipe.overlays:
@@ -137,10 +138,11 @@ def overlay_facts(recipe: Recipe, paths: Paths, site: str | None, site_vars: dic
         meta_file = src.with_name(f"{name}.meta.yaml")
         meta = render.load_meta(meta_file)
         entries = render.scan(src, meta_file)
-        render.check_variables(src, entries, set(variables))
+        if strict:  # (listing and cleaning go on with an undefined variable)
+            render.check_variables(src, entries, set(variables))
         used = render.variables_used(src, entries)
         out[name] = {"dir": str(src), "digest": render.tree_digest(entries, meta),
-                     "vars": {v: variables[v] for v in sorted(used)}}
+                     "vars": {v: variables.get(v) for v in sorted(used)}}
     return out
 
 

@@ -56,6 +56,9 @@ def test_example_site_hooks_overlay_and_a_template_change(minimal_plan, recipes,
     assert "site account: demo" in log
 
     (site_root / "overlays/lab-base/etc/issue.net.j2").write_text("{{ site_name }}: changed banner\n")
+    changed = plan_for("example-site", site_recipes)
+    from distonet.store import StageStore
+    StageStore(changed.paths.stages).remove([changed.stage("overlay.lab-base").key, changed.sealed.key])  # an earlier run's
     proc = distonet("build", "example-site", recipes=site_recipes)
     states = summary_states(proc.stderr)
     assert states["hooks.post-install"] == "cached" and states["packages.ssh"] == "cached"
@@ -67,3 +70,36 @@ def test_example_site_hooks_overlay_and_a_template_change(minimal_plan, recipes,
     assert proc.returncode == 2 and "issue.net.j2:1: undefined variable 'undefined_thing'" in proc.stderr
     assert "▶" not in proc.stderr  # refused before any step
     distonet("clean", "example-site", recipes=site_recipes)
+
+
+def test_a_failing_hook_and_an_escaping_link_each_stop_the_build_in_one_line(minimal_plan, recipes, tmp_path):
+    from distonet.store import StageStore
+    from tests.integration.conftest import leftovers
+    root = tmp_path / "site"
+    (root / "recipes").mkdir(parents=True)
+    hook = root / "hooks/chroot/broken/post-install/10-fail"
+    hook.parent.mkdir(parents=True)
+    hook.write_text("#!/bin/sh\necho about to fail\nexit 3\n")
+    hook.chmod(0o755)
+    (root / "recipes/hooked.yaml").write_text("extends: minimal\nhooks: [broken]\nreplace: [outputs]\n"
+                                              "outputs: {kernel: {}}\n")
+    proc = distonet("build", "hooked", recipes=root / "recipes", check=False)
+    assert proc.returncode != 0
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("distonet: error:")]
+    assert errors == [f"distonet: error: {root}/recipes/hooked.yaml: stage hooks.post-install: "
+                      "hook broken/post-install/10-fail failed (exit 3):"], proc.stderr
+    assert "about to fail" in proc.stderr  # its last lines
+    plan = plan_for("hooked", root / "recipes")
+    assert not StageStore(plan.paths.stages).done(plan.stage("hooks.post-install").key)
+    assert not list(plan.paths.stages.glob("*.partial-*")) and leftovers(plan.paths) == []
+
+    link = root / "overlays/evil/etc/shadow-link"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("../../../../../etc/shadow")
+    (root / "recipes/evil.yaml").write_text("extends: minimal\noverlays: [evil]\nreplace: [outputs]\n"
+                                            "outputs: {kernel: {}}\n")
+    proc = distonet("build", "evil", recipes=root / "recipes", check=False)
+    assert proc.returncode != 0
+    assert "stage overlay.evil: overlay evil: etc/shadow-link: the link → ../../../../../etc/shadow leads outside the image" \
+        in proc.stderr, proc.stderr
+    assert not list(plan.paths.stages.glob("*.partial-*")) and leftovers(plan.paths) == []
