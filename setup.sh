@@ -9,7 +9,7 @@ cd "$here"
 
 host_packages="mmdebstrap debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin
 grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux passwd
-git openssh-client"
+git openssh-client gnupg dpkg-dev"
 
 missing=""
 for p in $host_packages; do

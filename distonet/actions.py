@@ -36,7 +36,8 @@ def host_facts(plan: BuildPlan) -> HostFacts:
     return HostFacts(mirror=f.mirror, cache=plan.paths.cache, work=plan.paths.work, proxy=f.proxy,
                      security_mirror=f.security_mirror,
                      sources={**{f"overlay:{n}": Path(o["dir"]) for n, o in f.overlays.items()},
-                              **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks}})
+                              **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks},
+                              **{f"key:{r['name']}": Path(r["key_path"]) for r in f.repositories}})
 
 
 def tools_needed(plan: BuildPlan) -> list[str]:

@@ -63,6 +63,10 @@ class Paths:
         return tuple(dict.fromkeys(d.parent / "hooks" / "chroot" for d in self.search))
 
     @property
+    def key_dirs(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(d.parent / "keys" for d in self.search))
+
+    @property
     def site_dirs(self) -> tuple[Path, ...]:
         return tuple(dict.fromkeys(d.parent / "sites" for d in self.search))
 

@@ -49,6 +49,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     site_vars = load_site(site, paths)
     overlays = overlay_facts(recipe, paths, site, site_vars, strict=not offline_ok)
     hooks = hook_facts(recipe, paths)
+    repositories = repository_facts(recipe, paths, offline_ok)
     hook_vars = {}
     if hooks:
         variables = template_variables(recipe, site_vars, site)
@@ -57,7 +58,30 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
                      "arch": facts_["architecture"], "site": facts_["site"] or ""}
     return PlanFacts(mirror=mirror, archive=archive, security_mirror=sec_mirror, proxy=proxy,
                      updates=updates, security=security, overlays=overlays, site=site,
-                     hooks=tuple(hooks), hook_vars=hook_vars)
+                     hooks=tuple(hooks), hook_vars=hook_vars, repositories=tuple(repositories))
+
+
+def repository_facts(recipe: Recipe, paths: Paths, offline_ok: bool) -> list[dict]:
+    """Each extra repository with its key (found in keys/, digested) and its InRelease state."""
+    out = []
+    for repo in recipe.repositories:
+        key = next((d / repo.key for d in paths.key_dirs if (d / repo.key).is_file()), None)
+        if key is None:
+            raise RecipeError(f"{recipe.name}: repositories.{repo.name}.key: no {repo.key} in "
+                              f"{', '.join(str(d) for d in paths.key_dirs)}",
+                              hint="keep the repository's signing key (gpg --export --armor) in keys/")
+        uri = repo.uri.rstrip("/")
+        try:
+            state = archive_state([(uri, s) for s in repo.suites], paths.cache)
+        except DistonetError:
+            if not offline_ok:
+                raise
+            state = OFFLINE
+        out.append({"name": repo.name, "uri": uri, "suites": list(repo.suites),
+                    "components": list(repo.components), "key": repo.key,
+                    "key_sha256": hashlib.sha256(key.read_bytes()).hexdigest(), "key_path": str(key),
+                    "state": state})
+    return out
 
 
 def hook_facts(recipe: Recipe, paths: Paths) -> list[dict]:
@@ -169,6 +193,11 @@ def check_packages(plan: BuildPlan) -> None:
     suites += [(facts.mirror, f"{dist.suite}-updates")] if facts.updates else []
     suites += [(facts.security_mirror, f"{dist.suite}-security")] if facts.security else []
     available: set[str] = set()
+    for repo in facts.repositories:  # the extra repositories' packages count too
+        for suite in repo["suites"]:
+            for comp in repo["components"]:
+                available |= package_names(repo["uri"], suite, comp, str(dist.architecture), plan.paths.cache,
+                                           repo["state"]) or set()
     for mirror, suite in suites:
         for comp in dist.components:
             names = package_names(mirror, suite, comp, str(dist.architecture), plan.paths.cache, facts.archive)
@@ -180,7 +209,8 @@ def check_packages(plan: BuildPlan) -> None:
     wanted.update({f"packages.{layer}": list(pkgs) for layer, pkgs in recipe.packages.items()})
     misses = missing_packages(wanted, available)
     if misses:
-        raise check_error(plan.source, dist.suite, list(dist.components), misses)
+        raise check_error(plan.source, dist.suite, list(dist.components), misses,
+                          [r["name"] for r in facts.repositories])
 
 
 def load_plans(names: list[str], paths: Paths | None = None, *, offline_ok: bool = False) -> list[BuildPlan]:

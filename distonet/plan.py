@@ -35,6 +35,8 @@ class PlanFacts:
     # overlay name → {"dir": its directory, "digest": content digest, "vars": the values it reads}
     overlays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     site: str | None = None
+    # extra repositories: fields, key digest and path, InRelease state, in the recipe's order
+    repositories: tuple[Mapping[str, Any], ...] = ()
     hooks: tuple[Mapping[str, str], ...] = ()      # {set, phase, name, sha256, dir}, in run order
     hook_vars: Mapping[str, Any] = field(default_factory=dict)
 

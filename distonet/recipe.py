@@ -22,7 +22,7 @@ from .errors import RecipeError
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
 from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
-                       Regex, SshKey, Suite, Text, Url, VarName)
+                       KeyFile, Regex, RepoComponent, RepoSuite, SshKey, Suite, Text, Url, VarName)
 
 RESERVED_LAYERS = ("kernel",)  # the kernel's own layer (stages/packages.py)
 MAX_LAYERS = 64
@@ -47,6 +47,16 @@ class Distribution(Model):
                                                    "the image; default: the build host's apt proxy")
     bootstrap: BootstrapTool = BootstrapTool.mmdebstrap
     variant: Variant = Field(Variant.minbase, description="bootstrap variant (--variant)")
+
+
+class Repository(Model):
+    """An extra apt repository, signed: its key file is looked up in keys/ beside the recipe
+    directories (a site keeps keys in its own repository)."""
+    name: LayerName
+    uri: Url
+    suites: tuple[RepoSuite, ...] = Field(min_length=1)
+    components: tuple[RepoComponent, ...] = ("main",)
+    key: KeyFile = Field(description="the repository's signing key (armored .asc or binary .gpg) in keys/")
 
 
 class Kernel(Model):
@@ -96,6 +106,8 @@ class Recipe(Model):
     outputs: Outputs = Field(default_factory=Outputs)  # type: ignore[valid-type]
     overlays: tuple[LayerName, ...] = Field(
         (), description="site overlays (overlays/<name>/), applied in order after the packages")
+    repositories: tuple[Repository, ...] = Field(
+        (), description="extra apt repositories (deb822 with Signed-By), added before the package layers")
     hooks: tuple[LayerName, ...] = Field(
         (), description="hook sets (hooks/chroot/<name>/<phase>/NN-script), run in this order")
     site: Optional[RecipeName] = Field(None, description="site file sites/<name>.yaml (site= overrides)")
@@ -283,6 +295,9 @@ def _check_replace_path(at: str, path: Path) -> None:
 def _check_semantics(recipe: Recipe, path: Path) -> None:
     """What the field types cannot say alone."""
     dist = recipe.distribution
+    names = [r.name for r in recipe.repositories]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{path}: repositories: two repositories named '{next(n for n in names if names.count(n) > 1)}'")
     if len(set(recipe.hooks)) != len(recipe.hooks):
         raise RecipeError(f"{path}: hooks: a hook set is named twice")
     if len(set(recipe.overlays)) != len(recipe.overlays):

@@ -90,6 +90,12 @@ SshKey = Annotated[str, AfterValidator(_check(SSH_KEY_RE, "an OpenSSH public key
                                               "ssh-rsa or ecdsa-sha2-*, then its base64, on one line)"))]
 VarName = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"),
                                                 "a template variable name (letters, digits, _)"))]
+RepoSuite = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"),
+                                                  "a suite or codename of the repository"))]
+RepoComponent = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+                                                     "a component name"))]
+KeyFile = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(asc|gpg)$"),
+                                                "a key file name in keys/ ending in .asc or .gpg"))]
 Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex)]
 Url = Annotated[str, Field(max_length=500), AfterValidator(_url)]
 Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]

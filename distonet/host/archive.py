@@ -42,12 +42,8 @@ def package_names(mirror: str, suite: str, component: str, arch: str, cache_dir:
             with urllib.request.urlopen(base + suffix, timeout=timeout) as resp:
                 data = unpack(resp.read())
             break
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                continue
-            break
         except (urllib.error.URLError, OSError, lzma.LZMAError, EOFError, ValueError):
-            break
+            continue  # the next compression, or none
     if data is None:
         return None
     names = _parse(data)
@@ -79,10 +75,11 @@ def missing_packages(wanted: dict[str, list[str]], available: set[str]) -> list[
     return out
 
 
-def check_error(source: Path, suite: str, components: list[str], misses) -> BuildError:
+def check_error(source: Path, suite: str, components: list[str], misses, extra: list[str] = ()) -> BuildError:
     lines = []
+    also = f" or the repositories {', '.join(extra)}" if extra else ""
     for where, name, close in misses:
         hint = f" (did you mean '{close}'?)" if close else ""
-        lines.append(f"{source}: {where}: no package '{name}' in {suite} {' '.join(components)}{hint}")
+        lines.append(f"{source}: {where}: no package '{name}' in {suite} {' '.join(components)}{also}{hint}")
     from ..errors import RecipeError
     return RecipeError("\n".join(lines))

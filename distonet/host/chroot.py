@@ -51,6 +51,7 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
     maintainer scripts cannot write the host's disks), devpts, the host's resolv.conf and a
     policy-rc.d that stops daemons from starting; all undone (files removed) when the block ends."""
     created: list[Path] = []
+    mount_points: list[Path] = []
     mark = ledger.mark()
     try:
         for sub in ("proc", "sys", "dev", "run"):
@@ -76,6 +77,12 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
             policy.write_text("#!/bin/sh\n# distonet: no daemons start while the image is built\nexit 101\n")
             policy.chmod(0o755)
             created.append(policy)
+        for local in local_repositories(root):  # file:// repositories, read-only at their own path
+            inside = root / str(local).lstrip("/")
+            made = [p for p in [inside, *inside.parents] if root in p.parents and not p.exists()]
+            inside.mkdir(parents=True, exist_ok=True)
+            mount_points.extend(reversed(made))  # removed again: not part of the image
+            ledger.bind(local, inside, readonly=True)
         if apt_archives is not None:
             (apt_archives / "partial").mkdir(parents=True, exist_ok=True)
             target = root / "var/cache/apt/archives"
@@ -86,8 +93,22 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
         ledger.undo_to(mark)
         for path in reversed(created):
             path.unlink(missing_ok=True)
+        for path in reversed(mount_points):  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
         if "restore_resolv" in locals():
             restore_resolv()
+
+
+def local_repositories(root: Path) -> list[Path]:
+    """The host directories of the file:// repositories distonet added to the tree."""
+    found = []
+    for f in sorted((root / "etc/apt/sources.list.d").glob("distonet-*.sources")):
+        for line in f.read_text().splitlines():
+            if line.startswith("URIs:"):
+                found += [Path(u[len("file://"):] if u.startswith("file://") else u[len("file:"):])
+                          for u in line.split()[1:] if u.startswith("file:")]
+    return [p for p in found if p.is_dir()]
 
 
 def _lend_resolv_conf(resolv: Path):

@@ -32,8 +32,12 @@ class Packages(StageKind):
     def instances(cls, recipe, facts):
         layers = [(KERNEL_LAYER, [recipe.kernel.package, *recipe.kernel.initramfs])]
         layers += [(name, list(pkgs)) for name, pkgs in recipe.packages.items() if pkgs]
+        repos = [r["state"] for r in facts.repositories]
         for name, pkgs in layers:
-            yield f"packages.{name}", {"packages": sorted(set(pkgs)), "archive": facts.archive}
+            inputs = {"packages": sorted(set(pkgs)), "archive": facts.archive}
+            if repos:  # what the extra repositories offer is part of what a layer installs
+                inputs["repositories"] = repos
+            yield f"packages.{name}", inputs
 
     @classmethod
     def make(cls, ctx: StageContext) -> dict:

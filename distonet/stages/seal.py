@@ -64,6 +64,10 @@ def hosts(hostname: str | None) -> str:
 def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
     for pattern in REMOVE_GLOBS:
         _remove(root, pattern)
+    for sources in (root / "etc/apt/sources.list.d").glob("distonet-*.sources"):
+        text = sources.read_text()
+        if "URIs: file:" in text and "Enabled: no" not in text:  # the build host's path: not on a node
+            sources.write_text(text + "Enabled: no\n")
     resolv = root / "etc/resolv.conf"
     if resolv.exists() and not resolv.is_symlink():
         resolv.unlink()  # the build host's resolvers: never shipped

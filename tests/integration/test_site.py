@@ -103,3 +103,69 @@ def test_a_failing_hook_and_an_escaping_link_each_stop_the_build_in_one_line(min
     assert "stage overlay.evil: overlay evil: etc/shadow-link: the link → ../../../../../etc/shadow leads outside the image" \
         in proc.stderr, proc.stderr
     assert not list(plan.paths.stages.glob("*.partial-*")) and leftovers(plan.paths) == []
+
+
+def make_signed_repo(root) -> tuple[str, "Path"]:
+    """A one-package apt repository under `root`, signed with a key made here; returns its
+    file:// URI and the exported public key."""
+    import gzip
+    import hashlib
+    import os
+    from pathlib import Path
+    repo, pkg, home = root / "repo", root / "pkg", root / "gnupg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "usr/share/distonet-test").mkdir(parents=True)
+    (pkg / "usr/share/distonet-test/hello").write_text("hello from the site repository\n")
+    (pkg / "DEBIAN/control").write_text("Package: distonet-test-hello\nVersion: 1.0\nArchitecture: all\n"
+                                        "Maintainer: Test <test@example.invalid>\nDescription: a test package\n")
+    (repo / "pool").mkdir(parents=True)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(repo / "pool/hello_1.0_all.deb")],
+                   check=True, capture_output=True)
+    index = subprocess.run(["dpkg-scanpackages", "--multiversion", "pool"], cwd=repo, check=True,
+                           capture_output=True).stdout
+    d = repo / "dists/stable/main/binary-amd64"
+    d.mkdir(parents=True)
+    (d / "Packages").write_bytes(index)
+    (d / "Packages.gz").write_bytes(gzip.compress(index))
+    sums = "".join(f" {hashlib.sha256((d / f).read_bytes()).hexdigest()} {(d / f).stat().st_size} main/binary-amd64/{f}\n"
+                   for f in ("Packages", "Packages.gz"))
+    (repo / "dists/stable/Release").write_text(
+        "Origin: distonet-test\nLabel: distonet-test\nSuite: stable\nCodename: stable\n"
+        "Date: Sat, 01 Jan 2026 00:00:00 UTC\nArchitectures: amd64 all\nComponents: main\nSHA256:\n" + sums)
+    home.mkdir(mode=0o700)
+    env = dict(os.environ, GNUPGHOME=str(home))
+    gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", "distonet test <test@example.invalid>", "ed25519", "sign", "never"],
+                   env=env, check=True, capture_output=True)
+    subprocess.run([*gpg, "--clearsign", "-o", str(repo / "dists/stable/InRelease"), str(repo / "dists/stable/Release")],
+                   env=env, check=True, capture_output=True)
+    key = root / "keys" / "test-repo.asc"
+    key.parent.mkdir()
+    key.write_bytes(subprocess.run([*gpg, "--armor", "--export"], env=env, check=True, capture_output=True).stdout)
+    subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True)  # our agent only
+    return f"file://{repo}", key
+
+
+def test_a_signed_site_repository_serves_a_layer(minimal_plan, tmp_path):
+    from distonet.store import StageStore
+    root = tmp_path / "site"
+    (root / "recipes").mkdir(parents=True)
+    uri, _ = make_signed_repo(root)
+    recipe = ("extends: minimal\nrepositories:\n  - {name: testrepo, uri: '" + uri + "', suites: [stable], "
+              "components: [main], key: test-repo.asc}\npackages: {site: [distonet-test-hello]}\n"
+              "replace: [outputs]\noutputs: {rootfs: {}}\n")
+    (root / "recipes/withrepo.yaml").write_text(recipe.replace("distonet-test-hello]", "distonet-test-helo]"))
+    proc = distonet("build", "withrepo", recipes=root / "recipes", check=False)
+    assert proc.returncode == 2 and "no package 'distonet-test-helo'" in proc.stderr \
+        and "did you mean 'distonet-test-hello'" in proc.stderr  # checked against the extra repository too
+    (root / "recipes/withrepo.yaml").write_text(recipe)
+    distonet("build", "withrepo", recipes=root / "recipes")
+    plan = plan_for("withrepo", root / "recipes")
+    image = plan.out_dir / "rootfs.img"
+    assert debugfs(image, "cat /usr/share/distonet-test/hello") == "hello from the site repository\n"
+    sources = debugfs(image, "cat /etc/apt/sources.list.d/distonet-testrepo.sources")
+    assert "Signed-By: /etc/apt/keyrings/distonet-testrepo.asc" in sources and "Enabled: no" in sources
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in debugfs(image, "cat /etc/apt/keyrings/distonet-testrepo.asc")
+    layer = StageStore(plan.paths.stages).tree(plan.stage("packages.site").key)
+    assert not (layer / str(tmp_path).lstrip("/")).exists()  # the bind mount's point left no trace
+    distonet("clean", "withrepo", recipes=root / "recipes")
