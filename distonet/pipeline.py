@@ -207,6 +207,7 @@ def check_packages(plan: BuildPlan) -> None:
             available |= names or set()
     wanted = {"kernel.package": [recipe.kernel.package], "kernel.initramfs": list(recipe.kernel.initramfs)}
     wanted.update({f"packages.{layer}": list(pkgs) for layer, pkgs in recipe.packages.items()})
+    wanted["apt.purge"] = list(recipe.apt.purge)
     misses = missing_packages(wanted, available)
     if misses:
         raise check_error(plan.source, dist.suite, list(dist.components), misses,

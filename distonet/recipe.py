@@ -24,7 +24,7 @@ from .outputs import REGISTRY as OUTPUTS
 from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
                        KeyFile, Regex, RepoComponent, RepoSuite, SshKey, Suite, Text, Url, VarName)
 
-RESERVED_LAYERS = ("kernel",)  # the kernel's own layer (stages/packages.py)
+RESERVED_LAYERS = ("kernel", "purge")  # the kernel's own layer and the purge step (stages/packages.py)
 MAX_LAYERS = 64
 MAX_PACKAGES = 20000
 
@@ -57,6 +57,12 @@ class Repository(Model):
     suites: tuple[RepoSuite, ...] = Field(min_length=1)
     components: tuple[RepoComponent, ...] = ("main",)
     key: KeyFile = Field(description="the repository's signing key (armored .asc or binary .gpg) in keys/")
+
+
+class Apt(Model):
+    recommends: bool = Field(False, description="install Recommends too (off: smaller images)")
+    purge: tuple[PackageName, ...] = Field((), description="packages removed, with their configuration, "
+                                                         "after the layers (packages.purge)")
 
 
 class Kernel(Model):
@@ -99,6 +105,7 @@ class Recipe(Model):
         default_factory=dict, max_length=MAX_LAYERS,
         description="named package layers, each a list; one stage per layer")
     kernel: Kernel = Kernel()
+    apt: Apt = Apt()
     boot: Boot = Boot()
     access: Access = Access()
     network: Network = Network()
@@ -306,8 +313,8 @@ def _check_semantics(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: vars.distonet: reserved for build facts ({{{{ distonet.recipe }}}} …)")
     for layer in recipe.packages:
         if layer in RESERVED_LAYERS:
-            raise RecipeError(f"{path}: packages.{layer}: the layer name '{layer}' is reserved for "
-                              "kernel.package and kernel.initramfs; choose another name")
+            raise RecipeError(f"{path}: packages.{layer}: the layer name '{layer}' is reserved "
+                              "(kernel: kernel.package and kernel.initramfs; purge: apt.purge); choose another name")
     if dist.suite not in KNOWN_SUITES:
         close = difflib.get_close_matches(dist.suite, KNOWN_SUITES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

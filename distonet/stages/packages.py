@@ -17,10 +17,15 @@ BUILD_APT_CONF = 'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'
 KERNEL_LAYER = "kernel"
 
 
-def apt_install_argv(packages: list[str], proxy: str | None) -> list[str]:
+def apt_install_argv(packages: list[str], proxy: str | None, recommends: bool = False) -> list[str]:
     # The proxy is a command-line option: it reaches this apt run and never a file in the image.
     opts = ["-o", f"Acquire::http::Proxy={proxy}"] if proxy else []
-    return [*APT, *opts, "install", "--", *packages]
+    apt = [a if a != "--no-install-recommends" or not recommends else "--install-recommends" for a in APT]
+    return [*apt, *opts, "install", "--", *packages]
+
+
+def apt_purge_argv(packages: list[str]) -> list[str]:
+    return [*APT, "purge", "--autoremove", "--", *packages]
 
 
 class Packages(StageKind):
@@ -37,17 +42,26 @@ class Packages(StageKind):
             inputs = {"packages": sorted(set(pkgs)), "archive": facts.archive}
             if repos:  # what the extra repositories offer is part of what a layer installs
                 inputs["repositories"] = repos
+            if recipe.apt.recommends:
+                inputs["recommends"] = True
             yield f"packages.{name}", inputs
+        if recipe.apt.purge:
+            yield "packages.purge", {"purge": sorted(set(recipe.apt.purge))}
 
     @classmethod
     def make(cls, ctx: StageContext) -> dict:
-        packages = list(ctx.inputs["packages"])
         merged = ctx.mount_for_writing()
+        if "purge" in ctx.inputs:
+            with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
+                ctx.runner(chroot_argv(merged, apt_purge_argv(list(ctx.inputs["purge"]))))
+            return {"purged": list(ctx.inputs["purge"])}
+        packages = list(ctx.inputs["packages"])
         conf = merged / "etc/apt/apt.conf.d/00distonet-build"
         conf.write_text(BUILD_APT_CONF)
         try:
             with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
-                ctx.runner(chroot_argv(merged, apt_install_argv(packages, ctx.host.proxy)))
+                ctx.runner(chroot_argv(merged, apt_install_argv(packages, ctx.host.proxy,
+                                                                ctx.inputs.get("recommends", False))))
         finally:
             conf.unlink(missing_ok=True)
         return {"packages": packages}

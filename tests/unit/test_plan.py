@@ -136,3 +136,16 @@ def test_unknown_stage_or_output_is_a_clear_error(paths):
         plan.stage("nope")
     with pytest.raises(DistonetError, match="no output named 'iso'"):
         plan.output("iso")
+
+
+def test_recommends_and_purge(paths):
+    from distonet.stages.packages import apt_install_argv, apt_purge_argv
+    write(paths.recipes, "r", "extends: minimal\napt: {recommends: true, purge: [nano, nano]}\n")
+    a, b = keys(plan_of("minimal", paths)), plan_of("r", paths)
+    assert list(keys(b))[-2:] == ["packages.purge", "seal"]
+    assert b.stage("packages.purge").inputs == {"purge": ["nano"]}
+    assert b.stage("packages.base").inputs["recommends"] is True and a["bootstrap"] == keys(b)["bootstrap"]
+    assert "recommends" not in plan_of("minimal", paths).stage("packages.base").inputs  # keys unchanged by default
+    assert "--install-recommends" in apt_install_argv(["x"], None, True)
+    assert "--no-install-recommends" in apt_install_argv(["x"], None)
+    assert apt_purge_argv(["nano"])[-4:] == ["purge", "--autoremove", "--", "nano"]
