@@ -38,3 +38,18 @@ def tree_usage(tree: Path) -> tuple[int, int]:
             used += -(-st.st_size // 4096) * 4096
             inodes += 1
     return used, inodes
+
+
+def package_list(root: Path, runner) -> list[dict]:
+    """Installed packages of the tree, from its own dpkg database."""
+    out = runner(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
+                  "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t"
+                        "${source:Package}\t${source:Version}\t${Installed-Size}\n"],
+                 capture=True).stdout
+    pkgs = []
+    for line in out.splitlines():
+        status, name, version, arch, source, source_version, size = line.split("\t")
+        if status.strip() == "ii":
+            pkgs.append({"name": name, "version": version, "architecture": arch, "source": source,
+                         "source_version": source_version, "installed_kib": int(size or 0)})
+    return sorted(pkgs, key=lambda p: p["name"])

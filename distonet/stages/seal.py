@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..digest import digest
 from ..host.run import Runner
+from ..tree import package_list
 from .base import StageContext, StageKind
 
 SSH_KEYGEN_DROPIN = """\
@@ -108,20 +109,6 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
         (ssh / "authorized_keys").write_text("".join(k.strip() + "\n" for k in access["ssh_keys"]))
         (ssh / "authorized_keys").chmod(0o600)
-
-
-def package_list(root: Path, runner: Runner) -> list[dict]:
-    out = runner(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
-                  "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t"
-                        "${source:Package}\t${source:Version}\t${Installed-Size}\n"],
-                 capture=True).stdout
-    pkgs = []
-    for line in out.splitlines():
-        status, name, version, arch, source, source_version, size = line.split("\t")
-        if status.strip() == "ii":
-            pkgs.append({"name": name, "version": version, "architecture": arch, "source": source,
-                         "source_version": source_version, "installed_kib": int(size or 0)})
-    return sorted(pkgs, key=lambda p: p["name"])
 
 
 class Seal(StageKind):

@@ -17,13 +17,23 @@ def test_manifest_lists_every_artifact_and_sha256sum_agrees(minimal_plan):
     assert m.resolved_recipe["distribution"]["suite"] == "trixie"
     assert m.root_uuid == minimal_plan.root_uuid and f"root=UUID={m.root_uuid}" in m.kernel_cmdline
     kinds = {a.kind: a for a in m.artifacts}
-    assert set(kinds) == {"rootfs", "disk", "qcow2", "kernel", "initrd"}
+    assert set(kinds) == {"rootfs", "disk", "qcow2", "kernel", "initrd", "sbom"}
     assert kinds["qcow2"].virtual_size == kinds["disk"].size and kinds["qcow2"].format == "qcow2"
     assert kinds["kernel"].version and kinds["kernel"].version == kinds["initrd"].version
     # An independent tool checks the digests: sha256sum, from the SHA256SUMS beside the manifest.
     check = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert len(check.stdout.splitlines()) == 5
+    assert len(check.stdout.splitlines()) == 6
+    # The SBOM as its own format's library reads it back: valid SPDX, every package, with purls.
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+    doc = parse_file(str(out / "sbom.spdx.json"))
+    assert validate_full_spdx_document(doc) == []
+    sbom_names = {p.name for p in doc.packages}
+    assert {p["name"] for p in m.packages} <= sbom_names
+    ssh = next(p for p in doc.packages if p.name == "openssh-server")
+    assert ssh.external_references[0].locator.startswith("pkg:deb/debian/openssh-server@")
+    assert "BSD" in str(ssh.license_declared) or "LicenseRef" in str(ssh.license_declared)
     names = {p["name"]: p for p in m.packages}
     assert {"systemd", "openssh-server", "linux-image-amd64"} <= set(names)
     assert names["openssh-server"]["source"] == "openssh" and names["systemd"]["architecture"] == "amd64"

@@ -46,9 +46,10 @@ def test_commit_swaps_in_a_complete_set_with_manifest_and_sums(paths):
     out = plan.out_dir
     m = Manifest.load(out)
     assert m.build_id == plan.build_id and m.format_version == 1
-    assert {a.path for a in m.artifacts} == {"rootfs.img", "disk.raw", "disk.qcow2", "vmlinuz", "initrd.img"}
+    assert {a.path for a in m.artifacts} == {"rootfs.img", "disk.raw", "disk.qcow2", "vmlinuz", "initrd.img",
+                                             "sbom.spdx.json"}
     sums = (out / SUMS).read_text().splitlines()
-    assert len(sums) == 5 and all(len(line.split("  ")[0]) == 64 for line in sums)
+    assert len(sums) == 6 and all(len(line.split("  ")[0]) == 64 for line in sums)
     assert not outdir.staging(out).exists()
     assert actions.manifest_current(plan)
     assert m.resolved_recipe["access"]["root_password_hash"] is None

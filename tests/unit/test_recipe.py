@@ -12,7 +12,7 @@ def test_minimal_loads_with_trixie_and_every_first_output(recipes):
     assert r.distribution.suite == "trixie"
     assert r.distribution.bootstrap == BootstrapTool.mmdebstrap
     assert r.distribution.mirror is None  # taken from the build host at plan time
-    assert set(r.enabled_outputs()) == {"rootfs", "kernel", "disk", "qcow2"}
+    assert set(r.enabled_outputs()) == {"rootfs", "kernel", "disk", "qcow2", "sbom"}
     assert r.outputs.rootfs.extent_mib == 4
     assert "openssh-server" in r.packages["ssh"]
     assert r.boot.firmware == (Firmware.bios, Firmware.uefi)

@@ -14,7 +14,7 @@ def test_task_names_carry_the_recipe(paths):
     _, tasks = tasks_of(paths)
     assert set(tasks) == {f"{n}:minimal" for n in (
         "bootstrap", "packages.kernel", "packages.base", "packages.ssh", "seal", "rootfs", "kernel",
-        "disk", "qcow2", "manifest", "build", "boot")}
+        "disk", "qcow2", "sbom", "manifest", "build", "boot")}
 
 
 def test_stage_chain_and_uptodate_follows_the_stamps(paths):
@@ -42,7 +42,8 @@ def test_outputs_depend_on_seal_and_their_needs(paths):
     assert tasks["rootfs:minimal"]["task_dep"] == ["seal:minimal"]
     assert tasks["disk:minimal"]["task_dep"] == ["seal:minimal", "rootfs:minimal"]
     assert tasks["qcow2:minimal"]["task_dep"] == ["seal:minimal", "disk:minimal"]
-    assert set(tasks["manifest:minimal"]["task_dep"]) == {"rootfs:minimal", "kernel:minimal", "disk:minimal", "qcow2:minimal"}
+    assert set(tasks["manifest:minimal"]["task_dep"]) == {"rootfs:minimal", "kernel:minimal", "disk:minimal",
+                                                          "qcow2:minimal", "sbom:minimal"}
     assert tasks["build:minimal"]["task_dep"] == ["manifest:minimal"]
     assert tasks["build:minimal"]["clean"]
     assert tasks["boot:minimal"]["task_dep"] == ["manifest:minimal"]

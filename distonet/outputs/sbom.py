@@ -1,0 +1,144 @@
+"""sbom.spdx.json: an SPDX 2.3 document of the image's packages — versions, source packages,
+purls, and the licences Debian's machine-readable copyright files declare — made and validated
+with spdx-tools (the SPDX project's Python library)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+
+from .. import __version__
+from ..errors import BuildError
+from ..fsutil import atomic_path
+from ..manifest import Artifact
+from ..tree import package_list
+from .base import Output, OutputContext
+
+# Debian copyright short names → SPDX identifiers (DEP-5 §"Short name" and the SPDX list).
+DEBIAN_TO_SPDX = {
+    "gpl-1": "GPL-1.0-only", "gpl-1+": "GPL-1.0-or-later", "gpl-2": "GPL-2.0-only", "gpl-2+": "GPL-2.0-or-later",
+    "gpl-3": "GPL-3.0-only", "gpl-3+": "GPL-3.0-or-later", "lgpl-2": "LGPL-2.0-only", "lgpl-2+": "LGPL-2.0-or-later",
+    "lgpl-2.1": "LGPL-2.1-only", "lgpl-2.1+": "LGPL-2.1-or-later", "lgpl-3": "LGPL-3.0-only",
+    "lgpl-3+": "LGPL-3.0-or-later", "agpl-3": "AGPL-3.0-only", "agpl-3+": "AGPL-3.0-or-later",
+    "gfdl-1.2": "GFDL-1.2-only", "gfdl-1.2+": "GFDL-1.2-or-later", "gfdl-1.3": "GFDL-1.3-only",
+    "gfdl-1.3+": "GFDL-1.3-or-later", "artistic": "Artistic-1.0-Perl", "artistic-2.0": "Artistic-2.0",
+    "bsd-2-clause": "BSD-2-Clause", "bsd-3-clause": "BSD-3-Clause", "bsd-4-clause": "BSD-4-Clause",
+    "expat": "MIT", "mit": "MIT", "isc": "ISC", "zlib": "Zlib", "apache-2.0": "Apache-2.0",
+    "mpl-1.1": "MPL-1.1", "mpl-2.0": "MPL-2.0", "psf-2": "PSF-2.0", "cc0-1.0": "CC0-1.0", "curl": "curl",
+    "openssl": "OpenSSL", "x11": "X11", "bsl-1.0": "BSL-1.0", "ofl-1.1": "OFL-1.1", "unicode": "Unicode-DFS-2016",
+}
+
+
+class Sbom(Output):
+    name = "sbom"
+    reads = ("distribution",)
+    needs_tree = True
+    tools = ("dpkg-query",)
+
+    @classmethod
+    def files(cls, options) -> list[str]:
+        return ["sbom.spdx.json"]
+
+    @classmethod
+    def make(cls, ctx: OutputContext) -> list[Artifact]:
+        document = make_document(ctx.tree, package_list(ctx.tree, ctx.runner), ctx.build.recipe,
+                                 ctx.reads["distribution"].suite, ctx.build.root_uuid)
+        from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+        from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
+        problems = validate_full_spdx_document(document)
+        if problems:
+            raise BuildError(f"SPDX document does not validate: {problems[0].validation_message}"
+                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        final = ctx.out / "sbom.spdx.json"
+        with atomic_path(final) as tmp:
+            write_document_to_file(document, str(tmp), validate=False)
+        return [Artifact.of("sbom", final, ctx.out, format="spdx-2.3+json")]
+
+
+def purl(pkg: dict, suite: str) -> str:
+    from urllib.parse import quote
+    return (f"pkg:deb/debian/{quote(pkg['name'])}@{quote(pkg['version'], safe='')}"
+            f"?arch={pkg['architecture']}&distro=debian-{suite}")
+
+
+def spdx_id(name: str) -> str:
+    return "SPDXRef-Package-" + re.sub(r"[^A-Za-z0-9.-]", "-", name)
+
+
+def licences(tree: Path, package: str) -> list[str]:
+    """Licence short names from the package's DEP-5 copyright file ([] if it has none)."""
+    from debian.copyright import Copyright, NotMachineReadableError
+    path = tree / "usr/share/doc" / package / "copyright"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            c = Copyright(fh, strict=False)
+    except (OSError, NotMachineReadableError, ValueError, AttributeError):
+        return []
+    names = []
+    for para in c.all_files_paragraphs():
+        if para.license is not None and para.license.synopsis:
+            names.append(para.license.synopsis.strip())
+    return list(dict.fromkeys(names))
+
+
+def expression(synopses: list[str], extracted: dict[str, str]):
+    """One SPDX expression (parts joined by AND) for a package's licence synopses; unknown names
+    become LicenseRef- ids, recorded in `extracted` for the document."""
+    from spdx_tools.common.spdx_licensing import spdx_licensing
+    from spdx_tools.spdx.model import SpdxNoAssertion
+    parts = []
+    for synopsis in synopses:
+        words = re.split(r"\s+(or|and)\s+", synopsis.replace(",", " ").strip(), flags=re.IGNORECASE)
+        out = []
+        for w in words:
+            if w.lower() in ("or", "and"):
+                out.append(w.upper())
+                continue
+            token = w.strip().split(" with ")[0].strip()
+            spdx = DEBIAN_TO_SPDX.get(token.lower())
+            if spdx is None:
+                ref = "LicenseRef-" + (re.sub(r"[^A-Za-z0-9.-]", "-", token).strip("-") or "unknown")
+                extracted[ref] = token
+                spdx = ref
+            out.append(spdx)
+        if out:
+            parts.append("(" + " ".join(out) + ")" if len(out) > 1 else out[0])
+    if not parts:
+        return SpdxNoAssertion()
+    try:
+        return spdx_licensing.parse(" AND ".join(dict.fromkeys(parts)))
+    except Exception:  # license-expression raises its own several kinds; the value is then unknown
+        return SpdxNoAssertion()
+
+
+def make_document(tree: Path, packages: list[dict], recipe: str, suite: str, image_id: str):
+    from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, ExternalPackageRef,
+                                       ExternalPackageRefCategory, ExtractedLicensingInfo, Package,
+                                       PackagePurpose, Relationship, RelationshipType, SpdxNoAssertion)
+    created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0, tzinfo=None)
+    info = CreationInfo("SPDX-2.3", "SPDXRef-DOCUMENT", f"distonet image {recipe}",
+                        f"https://distonet.invalid/spdx/{recipe}/{image_id}",
+                        [Actor(ActorType.TOOL, f"distonet-{__version__}")], created)
+    image = Package("SPDXRef-Image", recipe, SpdxNoAssertion(), files_analyzed=False,
+                    primary_package_purpose=PackagePurpose.OPERATING_SYSTEM,
+                    license_concluded=SpdxNoAssertion(), license_declared=SpdxNoAssertion(),
+                    copyright_text=SpdxNoAssertion())
+    extracted: dict[str, str] = {}
+    pkgs = [image]
+    rels = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, "SPDXRef-Image")]
+    for p in packages:
+        pk = Package(spdx_id(p["name"]), p["name"], SpdxNoAssertion(), version=p["version"],
+                     files_analyzed=False, supplier=SpdxNoAssertion(),
+                     source_info=f"Debian source package {p.get('source') or p['name']} "
+                                 f"{p.get('source_version') or p['version']}",
+                     license_concluded=SpdxNoAssertion(),
+                     license_declared=expression(licences(tree, p["name"]), extracted),
+                     copyright_text=SpdxNoAssertion(),
+                     external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER,
+                                                             "purl", purl(p, suite))])
+        pkgs.append(pk)
+        rels.append(Relationship("SPDXRef-Image", RelationshipType.CONTAINS, pk.spdx_id))
+    refs = [ExtractedLicensingInfo(license_id=ref, extracted_text=f"Debian copyright short name: {name}",
+                                   license_name=name) for ref, name in sorted(extracted.items())]
+    return Document(info, packages=pkgs, relationships=rels, extracted_licensing_info=refs)

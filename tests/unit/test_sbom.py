@@ -1,0 +1,81 @@
+"""The SPDX document: packages from the tree's dpkg database, licences from DEP-5 copyright
+files (mapped to SPDX ids, unknown ones as LicenseRefs), purls; validated by spdx-tools."""
+
+import json
+
+from distonet.host.run import run
+from distonet.outputs.sbom import Sbom, expression
+from tests.helpers import plan_of, write
+from tests.unit.test_outputs import ctx_for
+
+STATUS = """Package: tree
+Status: install ok installed
+Architecture: amd64
+Version: 2.2.1-1
+Installed-Size: 110
+Description: tree
+
+Package: libfoo1
+Status: install ok installed
+Architecture: amd64
+Source: foo (1.0-2)
+Version: 1.0-2+b1
+Installed-Size: 20
+Description: foo
+
+Package: removed-one
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 1
+Description: gone
+"""
+
+DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: tree
+
+Files: *
+Copyright: 1996 Someone
+License: GPL-2+
+
+Files: debian/*
+Copyright: 2020 Other
+License: Expat or SomethingOdd
+"""
+
+
+def fake_tree(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "var/lib/dpkg").mkdir(parents=True)
+    (tree / "var/lib/dpkg/status").write_text(STATUS)
+    (tree / "usr/share/doc/tree").mkdir(parents=True)
+    (tree / "usr/share/doc/tree/copyright").write_text(DEP5)
+    (tree / "usr/share/doc/libfoo1").mkdir(parents=True)
+    (tree / "usr/share/doc/libfoo1/copyright").write_text("Not machine readable at all.\n")
+    return tree
+
+
+def test_sbom_lists_packages_licences_and_purls_and_validates(paths, tmp_path):
+    write(paths.recipes, "s", "extends: minimal\noutputs: {sbom: {}}\n")
+    plan = plan_of("s", paths)
+    ctx = ctx_for(plan, "sbom", tmp_path, run, tree=fake_tree(tmp_path))
+    (art,) = Sbom.make(ctx)
+    assert art.kind == "sbom" and art.path == "sbom.spdx.json"
+    doc = json.loads((tmp_path / "out/sbom.spdx.json").read_text())
+    assert doc["spdxVersion"] == "SPDX-2.3" and doc["name"] == "distonet image s"
+    pkgs = {p["name"]: p for p in doc["packages"]}
+    assert set(pkgs) == {"s", "tree", "libfoo1"}  # not the removed one
+    tree = pkgs["tree"]
+    assert tree["versionInfo"] == "2.2.1-1"
+    assert tree["licenseDeclared"] == "GPL-2.0-or-later AND (MIT OR LicenseRef-SomethingOdd)"
+    assert tree["externalRefs"][0]["referenceLocator"] == "pkg:deb/debian/tree@2.2.1-1?arch=amd64&distro=debian-trixie"
+    assert pkgs["libfoo1"]["licenseDeclared"] == "NOASSERTION"  # not a DEP-5 file
+    assert "Debian source package foo 1.0-2" == pkgs["libfoo1"]["sourceInfo"]
+    assert {e["licenseId"] for e in doc["hasExtractedLicensingInfos"]} == {"LicenseRef-SomethingOdd"}
+    assert sum(r["relationshipType"] == "CONTAINS" for r in doc["relationships"]) == 2
+
+
+def test_expressions_map_debian_short_names():
+    extracted = {}
+    assert str(expression(["GPL-3+ with OpenSSL exception"], extracted)) == "GPL-3.0-or-later"
+    assert str(expression(["BSD-3-clause", "public-domain"], extracted)) == "BSD-3-Clause AND LicenseRef-public-domain"
+    assert extracted == {"LicenseRef-public-domain": "public-domain"}
