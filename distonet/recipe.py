@@ -22,7 +22,8 @@ from .errors import RecipeError
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
 from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
-                       KeyFile, Regex, RepoComponent, RepoSuite, SshKey, Suite, Text, Url, VarName)
+                       KeyFile, Keyboard, Locale, Regex, RepoComponent, RepoSuite, Shell, SshKey, Suite,
+                       Text, TimeZone, Url, UserName, VarName)
 
 RESERVED_LAYERS = ("kernel", "purge")  # the kernel's own layer and the purge step (stages/packages.py)
 MAX_LAYERS = 64
@@ -63,6 +64,23 @@ class Apt(Model):
     recommends: bool = Field(False, description="install Recommends too (off: smaller images)")
     purge: tuple[PackageName, ...] = Field((), description="packages removed, with their configuration, "
                                                          "after the layers (packages.purge)")
+
+
+class User(Model):
+    name: UserName
+    uid: Optional[int] = Field(None, ge=1000, le=59999, description="default: the next free one")
+    groups: tuple[UserName, ...] = Field((), description="supplementary groups (made if missing)")
+    shell: Shell = "/bin/bash"
+    ssh_keys: tuple[SshKey, ...] = ()
+    sudo: bool = Field(False, description="full sudo (the image needs the sudo package)")
+    password_hash: Optional[CryptHash] = Field(None, description="crypt(3); locked without it")
+
+
+class System(Model):
+    locale: Optional[Locale] = Field(None, description="LANG, e.g. en_GB.UTF-8 (other than C.UTF-8 needs locales)")
+    timezone: Optional[TimeZone] = Field(None, description="e.g. Europe/Paris (needs tzdata)")
+    keyboard: Optional[Keyboard] = Field(None, description="console and X keyboard layout, e.g. fr")
+    banner: Optional[Text] = Field(None, description="the text before the login prompt (/etc/issue, issue.net)")
 
 
 class Kernel(Model):
@@ -108,6 +126,9 @@ class Recipe(Model):
     apt: Apt = Apt()
     boot: Boot = Boot()
     access: Access = Access()
+    users: tuple[User, ...] = Field((), description="local users, made before seal")
+    groups: tuple[UserName, ...] = Field((), description="local groups, made before the users")
+    system: System = System()
     network: Network = Network()
     hostname: Optional[Hostname] = Field("distonet", description="null: the name comes from DHCP")
     outputs: Outputs = Field(default_factory=Outputs)  # type: ignore[valid-type]
@@ -302,6 +323,11 @@ def _check_replace_path(at: str, path: Path) -> None:
 def _check_semantics(recipe: Recipe, path: Path) -> None:
     """What the field types cannot say alone."""
     dist = recipe.distribution
+    users = [u.name for u in recipe.users]
+    if len(set(users)) != len(users):
+        raise RecipeError(f"{path}: users: two users named '{next(n for n in users if users.count(n) > 1)}'")
+    if "root" in users:
+        raise RecipeError(f"{path}: users: root is set by access:, not users:")
     names = [r.name for r in recipe.repositories]
     if len(set(names)) != len(names):
         raise RecipeError(f"{path}: repositories: two repositories named '{next(n for n in names if names.count(n) > 1)}'")

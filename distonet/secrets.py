@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SECRET_KEYS = frozenset({"root_password_hash"})
+SECRET_KEYS = frozenset({"root_password_hash", "password_hash"})
 REDACTED = "<redacted>"
 
 

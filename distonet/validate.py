@@ -96,6 +96,15 @@ RepoComponent = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0
                                                      "a component name"))]
 KeyFile = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(asc|gpg)$"),
                                                 "a key file name in keys/ ending in .asc or .gpg"))]
+UserName = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"),
+                                                 "a user or group name (a-z, 0-9, _ and -, at most 32)"))]
+Locale = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z]{1,8}(_[A-Z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?$"),
+                                               "a locale such as en_GB.UTF-8 or C.UTF-8"))]
+TimeZone = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+){0,2}$"),
+                                                 "a time zone such as Europe/Paris or UTC"))]
+Keyboard = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z]{2,8}(,[a-z]{2,8})*$"),
+                                                 "an XKB layout such as fr or us,de"))]
+Shell = Annotated[str, AfterValidator(_check(re.compile(r"^/[a-z0-9/_-]+$"), "a shell path such as /bin/bash"))]
 Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex)]
 Url = Annotated[str, Field(max_length=500), AfterValidator(_url)]
 Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]

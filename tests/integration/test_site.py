@@ -42,6 +42,9 @@ def test_example_site_hooks_overlay_and_a_template_change(minimal_plan, recipes,
     passwd = debugfs(image, "cat /etc/passwd")
     group = debugfs(image, "cat /etc/group")
     assert any(l.startswith("demo:") for l in passwd.splitlines())
+    alice = next(l for l in passwd.splitlines() if l.startswith("alice:"))
+    assert alice.endswith(":/home/alice:/bin/bash")
+    assert 'XKBLAYOUT="fr"' in debugfs(image, "cat /etc/default/keyboard")
     lab_gid = next(l.split(":")[2] for l in group.splitlines() if l.startswith("lab:"))
     sshd = stat_of(image, "/etc/ssh/sshd_config.d/50-site.conf")
     assert sshd["Mode"] == "0600" and sshd["User"] == "0"
@@ -58,11 +61,11 @@ def test_example_site_hooks_overlay_and_a_template_change(minimal_plan, recipes,
     (site_root / "overlays/lab-base/etc/issue.net.j2").write_text("{{ site_name }}: changed banner\n")
     changed = plan_for("example-site", site_recipes)
     from distonet.store import StageStore
-    StageStore(changed.paths.stages).remove([changed.stage("overlay.lab-base").key, changed.sealed.key])  # an earlier run's
+    StageStore(changed.paths.stages).remove([changed.stage(n).key for n in ("overlay.lab-base", "system", "seal")])
     proc = distonet("build", "example-site", recipes=site_recipes)
     states = summary_states(proc.stderr)
     assert states["hooks.post-install"] == "cached" and states["packages.ssh"] == "cached"
-    assert states["overlay.lab-base"] == "run" and states["seal"] == "run"
+    assert states["overlay.lab-base"] == "run" and states["system"] == "run" and states["seal"] == "run"
     assert debugfs(plan.out_dir / "rootfs.img", "cat /etc/issue.net") == "Example Lab: changed banner\n"
 
     (site_root / "overlays/lab-base/etc/issue.net.j2").write_text("{{ undefined_thing }}\n")
