@@ -84,19 +84,24 @@ def repository_facts(recipe: Recipe, paths: Paths, offline_ok: bool) -> list[dic
     return out
 
 
+def find_dir(name: str, dirs: tuple, what: str):
+    """The first `<dir>/<name>` directory along a search path, or an error with did-you-mean."""
+    found = next((d / name for d in dirs if (d / name).is_dir()), None)
+    if found is None:
+        known = sorted({p.name for d in dirs if d.is_dir() for p in d.iterdir() if p.is_dir()})
+        close = difflib.get_close_matches(name, known, n=1)
+        raise RecipeError(f"{what} '{name}' in {', '.join(str(d) for d in dirs)}"
+                          + (f" (did you mean '{close[0]}'?)" if close else "")
+                          + f"; known: {', '.join(known) or 'none'}")
+    return found
+
+
 def hook_facts(recipe: Recipe, paths: Paths) -> list[dict]:
     """The scripts of the recipe's hook sets, phase by phase, in run order, with their digests."""
     from .stages.hooks import PHASES
     sets = {}
     for name in recipe.hooks:
-        d = next((h / name for h in paths.hook_dirs if (h / name).is_dir()), None)
-        if d is None:
-            known = sorted({p.name for h in paths.hook_dirs if h.is_dir() for p in h.iterdir() if p.is_dir()})
-            close = difflib.get_close_matches(name, known, n=1)
-            raise RecipeError(f"{recipe.name}: hooks: no hook set '{name}' in "
-                              f"{', '.join(str(h) for h in paths.hook_dirs)}"
-                              + (f" (did you mean '{close[0]}'?)" if close else "")
-                              + f"; known: {', '.join(known) or 'none'}")
+        d = find_dir(name, paths.hook_dirs, f"{recipe.name}: hooks: no hook set")
         unknown = [p.name for p in d.iterdir() if p.name not in PHASES]
         if unknown:
             raise RecipeError(f"{d}: unknown hook phase(s) {', '.join(sorted(unknown))}; "
@@ -151,14 +156,7 @@ def overlay_facts(recipe: Recipe, paths: Paths, site: str | None, site_vars: dic
     variables = template_variables(recipe, load_site(site, paths) if site_vars is None else site_vars, site)
     out = {}
     for name in recipe.overlays:
-        src = next((d / name for d in paths.overlay_dirs if (d / name).is_dir()), None)
-        if src is None:
-            known = sorted({p.name for d in paths.overlay_dirs if d.is_dir() for p in d.iterdir() if p.is_dir()})
-            close = difflib.get_close_matches(name, known, n=1)
-            raise RecipeError(f"{recipe.name}: overlays: no overlay '{name}' in "
-                              f"{', '.join(str(d) for d in paths.overlay_dirs)}"
-                              + (f" (did you mean '{close[0]}'?)" if close else "")
-                              + f"; known: {', '.join(known) or 'none'}")
+        src = find_dir(name, paths.overlay_dirs, f"{recipe.name}: overlays: no overlay")
         meta_file = src.with_name(f"{name}.meta.yaml")
         meta = render.load_meta(meta_file)
         entries = render.scan(src, meta_file)
