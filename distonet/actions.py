@@ -37,7 +37,8 @@ def host_facts(plan: BuildPlan) -> HostFacts:
                      security_mirror=f.security_mirror,
                      sources={**{f"overlay:{n}": Path(o["dir"]) for n, o in f.overlays.items()},
                               **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks},
-                              **{f"key:{r['name']}": Path(r["key_path"]) for r in f.repositories}})
+                              **{f"key:{r['name']}": Path(r["key_path"]) for r in f.repositories},
+                              **{f"deb:{d['name']}": Path(d["path"]) for d in f.debs}})
 
 
 def tools_needed(plan: BuildPlan) -> list[str]:

@@ -63,6 +63,10 @@ class Paths:
         return tuple(dict.fromkeys(d.parent / "hooks" / "chroot" for d in self.search))
 
     @property
+    def deb_dirs(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(d.parent / "debs" for d in self.search))
+
+    @property
     def key_dirs(self) -> tuple[Path, ...]:
         return tuple(dict.fromkeys(d.parent / "keys" for d in self.search))
 

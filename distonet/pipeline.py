@@ -50,6 +50,12 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     overlays = overlay_facts(recipe, paths, site, site_vars, strict=not offline_ok)
     hooks = hook_facts(recipe, paths)
     repositories = repository_facts(recipe, paths, offline_ok)
+    debs = []
+    for name in recipe.apt.debs:
+        f = next((d / name for d in paths.deb_dirs if (d / name).is_file()), None)
+        if f is None:
+            raise RecipeError(f"{recipe.name}: apt.debs: no {name} in {', '.join(str(d) for d in paths.deb_dirs)}")
+        debs.append({"name": name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "path": str(f)})
     hook_vars = {}
     if hooks:
         variables = template_variables(recipe, site_vars, site)
@@ -58,7 +64,8 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
                      "arch": facts_["architecture"], "site": facts_["site"] or ""}
     return PlanFacts(mirror=mirror, archive=archive, security_mirror=sec_mirror, proxy=proxy,
                      updates=updates, security=security, overlays=overlays, site=site,
-                     hooks=tuple(hooks), hook_vars=hook_vars, repositories=tuple(repositories))
+                     hooks=tuple(hooks), hook_vars=hook_vars, repositories=tuple(repositories),
+                     debs=tuple(debs))
 
 
 def repository_facts(recipe: Recipe, paths: Paths, offline_ok: bool) -> list[dict]:

@@ -38,6 +38,7 @@ class PlanFacts:
     # extra repositories: fields, key digest and path, InRelease state, in the recipe's order
     repositories: tuple[Mapping[str, Any], ...] = ()
     hooks: tuple[Mapping[str, str], ...] = ()      # {set, phase, name, sha256, dir}, in run order
+    debs: tuple[Mapping[str, str], ...] = ()       # {name, sha256, path}: apt.debs found in debs/
     hook_vars: Mapping[str, Any] = field(default_factory=dict)
 
 

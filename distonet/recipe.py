@@ -22,10 +22,10 @@ from .errors import RecipeError
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
 from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
-                       KeyFile, Keyboard, Locale, Regex, RepoComponent, RepoSuite, Shell, SshKey, Suite,
+                       DebFile, KeyFile, Keyboard, PinPackages, PinWhat, Locale, Regex, RepoComponent, RepoSuite, Shell, SshKey, Suite,
                        Text, TimeZone, Url, UserName, VarName)
 
-RESERVED_LAYERS = ("kernel", "purge")  # the kernel's own layer and the purge step (stages/packages.py)
+RESERVED_LAYERS = ("kernel", "purge", "local")  # the kernel's own layer and the purge step (stages/packages.py)
 MAX_LAYERS = 64
 MAX_PACKAGES = 20000
 
@@ -60,8 +60,17 @@ class Repository(Model):
     key: KeyFile = Field(description="the repository's signing key (armored .asc or binary .gpg) in keys/")
 
 
+class Pin(Model):
+    packages: PinPackages = "*"
+    pin: PinWhat
+    priority: int = Field(ge=-32768, le=32767)
+
+
 class Apt(Model):
     recommends: bool = Field(False, description="install Recommends too (off: smaller images)")
+    pins: tuple[Pin, ...] = Field((), description="apt preferences, written before the package layers")
+    debs: tuple[DebFile, ...] = Field((), description="local .deb files in debs/, installed after the "
+                                                      "layers (packages.local)")
     purge: tuple[PackageName, ...] = Field((), description="packages removed, with their configuration, "
                                                          "after the layers (packages.purge)")
 
@@ -340,7 +349,8 @@ def _check_semantics(recipe: Recipe, path: Path) -> None:
     for layer in recipe.packages:
         if layer in RESERVED_LAYERS:
             raise RecipeError(f"{path}: packages.{layer}: the layer name '{layer}' is reserved "
-                              "(kernel: kernel.package and kernel.initramfs; purge: apt.purge); choose another name")
+                              "(kernel: kernel.package and kernel.initramfs; purge: apt.purge; local: apt.debs); "
+                              "choose another name")
     if dist.suite not in KNOWN_SUITES:
         close = difflib.get_close_matches(dist.suite, KNOWN_SUITES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

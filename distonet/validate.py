@@ -105,6 +105,13 @@ TimeZone = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z0-9_+-]+(/[
 Keyboard = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z]{2,8}(,[a-z]{2,8})*$"),
                                                  "an XKB layout such as fr or us,de"))]
 Shell = Annotated[str, AfterValidator(_check(re.compile(r"^/[a-z0-9/_-]+$"), "a shell path such as /bin/bash"))]
+DebFile = Annotated[str, AfterValidator(_check(re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*\.deb$"),
+                                                "a .deb file name in debs/"))]
+PinPackages = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9*?+.\- ]+$"),
+                                                    "package names or globs, space separated, or *"))]
+PinWhat = Annotated[str, AfterValidator(_check(re.compile(r"^(release|origin|version) [^\n\r]{1,200}$"),
+                                               "an apt pin: 'release a=trixie-backports', 'origin host' "
+                                               "or 'version 1.2*'"))]
 Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex)]
 Url = Annotated[str, Field(max_length=500), AfterValidator(_url)]
 Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]

@@ -45,6 +45,9 @@ class Packages(StageKind):
             if recipe.apt.recommends:
                 inputs["recommends"] = True
             yield f"packages.{name}", inputs
+        if facts.debs:  # local .deb files, by content
+            yield "packages.local", {"debs": [{"name": d["name"], "sha256": d["sha256"]} for d in facts.debs],
+                                     "archive": facts.archive}
         if recipe.apt.purge:
             yield "packages.purge", {"purge": sorted(set(recipe.apt.purge))}
 
@@ -55,6 +58,8 @@ class Packages(StageKind):
             with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
                 ctx.runner(chroot_argv(merged, apt_purge_argv(list(ctx.inputs["purge"]))))
             return {"purged": list(ctx.inputs["purge"])}
+        if "debs" in ctx.inputs:
+            return install_local(ctx, merged)
         packages = list(ctx.inputs["packages"])
         conf = merged / "etc/apt/apt.conf.d/00distonet-build"
         conf.write_text(BUILD_APT_CONF)
@@ -65,3 +70,24 @@ class Packages(StageKind):
         finally:
             conf.unlink(missing_ok=True)
         return {"packages": packages}
+
+
+def install_local(ctx: StageContext, merged) -> dict:
+    """apt installs local .deb files (and their dependencies from the archive) from the
+    session's /run, so the files themselves never stay in the image."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+    from ..errors import BuildError
+    with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
+        staging = merged / "run/distonet-debs"
+        staging.mkdir(parents=True, exist_ok=True)
+        inside = []
+        for d in ctx.inputs["debs"]:
+            src = Path(ctx.host.sources[f"deb:{d['name']}"])
+            if hashlib.sha256(src.read_bytes()).hexdigest() != d["sha256"]:
+                raise BuildError(f"{src} changed since the build was planned", hint="run the build again")
+            shutil.copyfile(src, staging / d["name"])
+            inside.append(f"/run/distonet-debs/{d['name']}")
+        ctx.runner(chroot_argv(merged, apt_install_argv(inside, ctx.host.proxy)))
+    return {"debs": [d["name"] for d in ctx.inputs["debs"]]}

@@ -1,4 +1,4 @@
-"""repositories: extra apt repositories, signed, added before the package layers.
+"""repositories: extra apt repositories, signed, and apt pins, added before the package layers.
 
 Each becomes `/etc/apt/sources.list.d/distonet-<name>.sources` (deb822) with its key in
 `/etc/apt/keyrings/distonet-<name>.<asc|gpg>` named by `Signed-By`, and apt reads only that
@@ -44,9 +44,10 @@ class Repositories(StageKind):
 
     @classmethod
     def instances(cls, recipe, facts):
-        if facts.repositories:
+        pins = [p.model_dump(mode="json") for p in recipe.apt.pins]
+        if facts.repositories or pins:
             yield "repositories", {"repos": [{k: v for k, v in r.items() if k != "key_path"}
-                                             for r in facts.repositories]}
+                                             for r in facts.repositories], "pins": pins}
 
     @classmethod
     def make(cls, ctx: StageContext) -> dict:
@@ -61,7 +62,18 @@ class Repositories(StageKind):
             shutil.copyfile(src, merged / KEYRINGS / key_name)
             (merged / KEYRINGS / key_name).chmod(0o644)
             (merged / SOURCES_DIR / f"distonet-{repo['name']}.sources").write_text(sources_text(repo, key_name))
-        with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
-            for repo in ctx.inputs["repos"]:
-                ctx.runner(update_argv(merged, repo["name"]))
-        return {"repositories": [r["name"] for r in ctx.inputs["repos"]]}
+        if ctx.inputs["pins"]:
+            prefs = merged / "etc/apt/preferences.d"
+            prefs.mkdir(parents=True, exist_ok=True)
+            (prefs / "distonet.pref").write_text(preferences_text(ctx.inputs["pins"]))
+        if ctx.inputs["repos"]:
+            with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
+                for repo in ctx.inputs["repos"]:
+                    ctx.runner(update_argv(merged, repo["name"]))
+        return {"repositories": [r["name"] for r in ctx.inputs["repos"]], "pins": len(ctx.inputs["pins"])}
+
+
+def preferences_text(pins: list[dict]) -> str:
+    """apt_preferences(5) stanzas, in the recipe's order."""
+    stanzas = [f"Package: {p['packages']}\nPin: {p['pin']}\nPin-Priority: {p['priority']}\n" for p in pins]
+    return "# made by distonet from the recipe's apt.pins\n\n" + "\n".join(stanzas)

@@ -172,3 +172,20 @@ def test_a_signed_site_repository_serves_a_layer(minimal_plan, tmp_path):
     layer = StageStore(plan.paths.stages).tree(plan.stage("packages.site").key)
     assert not (layer / str(tmp_path).lstrip("/")).exists()  # the bind mount's point left no trace
     distonet("clean", "withrepo", recipes=root / "recipes")
+
+
+def test_a_local_deb_is_installed_and_leaves_no_copy(minimal_plan, tmp_path):
+    root = tmp_path / "site"
+    (root / "recipes").mkdir(parents=True)
+    make_signed_repo(root)
+    (root / "debs").mkdir()
+    (root / "repo/pool/hello_1.0_all.deb").rename(root / "debs/hello_1.0_all.deb")
+    (root / "recipes/localdeb.yaml").write_text("extends: minimal\napt: {debs: [hello_1.0_all.deb]}\n"
+                                                "replace: [outputs]\noutputs: {rootfs: {}}\n")
+    proc = distonet("build", "localdeb", recipes=root / "recipes")
+    assert summary_states(proc.stderr)["packages.local"] == "run"
+    plan = plan_for("localdeb", root / "recipes")
+    image = plan.out_dir / "rootfs.img"
+    assert debugfs(image, "cat /usr/share/distonet-test/hello") == "hello from the site repository\n"
+    assert "distonet-debs" not in debugfs(image, "ls /run")
+    distonet("clean", "localdeb", recipes=root / "recipes")

@@ -149,3 +149,16 @@ def test_recommends_and_purge(paths):
     assert "--install-recommends" in apt_install_argv(["x"], None, True)
     assert "--no-install-recommends" in apt_install_argv(["x"], None)
     assert apt_purge_argv(["nano"])[-4:] == ["purge", "--autoremove", "--", "nano"]
+
+
+def test_pins_go_before_the_layers_and_local_debs_after(paths, tmp_path):
+    from distonet.stages.repositories import preferences_text
+    write(paths.recipes, "p", "extends: minimal\napt:\n  pins: [{packages: '*', pin: 'release a=trixie-backports', "
+                              "priority: 100}]\n")
+    plan = plan_of("p", paths, debs=({"name": "hello_1.0_all.deb", "sha256": "ab", "path": "/x"},))
+    names = [s.name for s in plan.stages]
+    assert names.index("repositories") < names.index("packages.kernel")
+    assert names[-3:] == ["packages.ssh", "packages.local", "seal"]
+    assert plan.stage("packages.local").inputs["debs"] == [{"name": "hello_1.0_all.deb", "sha256": "ab"}]
+    text = preferences_text(list(plan.stage("repositories").inputs["pins"]))
+    assert "Package: *\nPin: release a=trixie-backports\nPin-Priority: 100\n" in text
