@@ -67,7 +67,9 @@ class Pin(Model):
 
 
 class Apt(Model):
-    recommends: bool = Field(False, description="install Recommends too (off: smaller images)")
+    recommends: bool | tuple[LayerName, ...] = Field(
+        False, description="install Recommends too: true for every layer, or a list of layer names "
+                           "(Debian's science-* metapackages list their contents as Recommends)")
     pins: tuple[Pin, ...] = Field((), description="apt preferences, written before the package layers")
     debs: tuple[DebFile, ...] = Field((), description="local .deb files in debs/, installed after the "
                                                       "layers (packages.local)")
@@ -346,6 +348,13 @@ def _check_semantics(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: overlays: an overlay is named twice")
     if "distonet" in recipe.vars:
         raise RecipeError(f"{path}: vars.distonet: reserved for build facts ({{{{ distonet.recipe }}}} …)")
+    if isinstance(recipe.apt.recommends, tuple):
+        for layer in recipe.apt.recommends:
+            if layer not in recipe.packages and layer != "kernel":
+                close = difflib.get_close_matches(layer, list(recipe.packages), n=1)
+                raise RecipeError(f"{path}: apt.recommends: no layer '{layer}'"
+                                  + (f" (did you mean '{close[0]}'?)" if close else "")
+                                  + f"; layers: {', '.join(recipe.packages) or 'none'}")
     for layer in recipe.packages:
         if layer in RESERVED_LAYERS:
             raise RecipeError(f"{path}: packages.{layer}: the layer name '{layer}' is reserved "

@@ -28,6 +28,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 LOGIN = r"\S+ login: ?"
 # Seen on the console, these end a boot test at once instead of after its timeout.
 FATAL = r"Kernel panic - not syncing|end Kernel panic"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours of systemd's status lines
 
 
 @dataclass
@@ -68,7 +69,7 @@ def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: 
             if time.monotonic() - said >= 30:  # a long boot is not a silent one
                 said = time.monotonic()
                 last = next((l for l in reversed(text.splitlines()) if l.strip()), "")
-                log.info(f"… {said - start:.0f}s: {last.strip()[:100]}")
+                log.info(f"… {said - start:.0f}s: {ANSI.sub('', last).strip()[:100]}")
             if pattern.search(text) and (after is None or after()):
                 return True, time.monotonic() - start
             if fatal.search(text):

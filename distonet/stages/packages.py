@@ -42,7 +42,8 @@ class Packages(StageKind):
             inputs = {"packages": sorted(set(pkgs)), "archive": facts.archive}
             if repos:  # what the extra repositories offer is part of what a layer installs
                 inputs["repositories"] = repos
-            if recipe.apt.recommends:
+            rec = recipe.apt.recommends
+            if rec is True or (isinstance(rec, tuple) and name in rec):
                 inputs["recommends"] = True
             yield f"packages.{name}", inputs
         if facts.debs:  # local .deb files, by content

@@ -162,3 +162,17 @@ def test_pins_go_before_the_layers_and_local_debs_after(paths, tmp_path):
     assert plan.stage("packages.local").inputs["debs"] == [{"name": "hello_1.0_all.deb", "sha256": "ab"}]
     text = preferences_text(list(plan.stage("repositories").inputs["pins"]))
     assert "Package: *\nPin: release a=trixie-backports\nPin-Priority: 100\n" in text
+
+
+def test_recommends_for_some_layers_only(paths):
+    import pytest
+    from distonet.errors import RecipeError
+    from distonet.recipe import load_recipe
+    write(paths.recipes, "sci", "extends: minimal\npackages: {science: [science-physics]}\napt: {recommends: [science]}\n")
+    plan = plan_of("sci", paths)
+    assert plan.stage("packages.science").inputs["recommends"] is True
+    assert "recommends" not in plan.stage("packages.base").inputs
+    assert keys(plan)["packages.base"] == keys(plan_of("minimal", paths))["packages.base"]
+    write(paths.recipes, "bad", "extends: minimal\napt: {recommends: [sciense]}\npackages: {science: [x1]}\n")
+    with pytest.raises(RecipeError, match="apt.recommends: no layer 'sciense' \\(did you mean 'science'\\?\\)"):
+        load_recipe("bad", paths.search)
