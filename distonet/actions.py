@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__, log, outdir
 from .errors import BuildError
+from .host.apt import host_proxy
 from .host.ledger import Ledger, recover
 from .host.namespace import enter_private_mounts
 from .host.run import check_tools, run
@@ -33,7 +34,7 @@ def store_of(plan: BuildPlan) -> StageStore:
 
 def host_facts(plan: BuildPlan) -> HostFacts:
     f = plan.facts
-    return HostFacts(mirror=f.mirror, cache=plan.paths.cache, work=plan.paths.work, proxy=f.proxy,
+    return HostFacts(mirror=f.mirror, cache=plan.paths.cache, work=plan.paths.work, proxy=f.proxy or host_proxy(),
                      security_mirror=f.security_mirror,
                      sources={**{f"overlay:{n}": Path(o["dir"]) for n, o in f.overlays.items()},
                               **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks},
@@ -156,9 +157,8 @@ def manifest_current(plan: BuildPlan) -> bool:
         m = Manifest.load(current)
     except BuildError:
         return False
-    return m.build_id == plan.build_id and all(output_current(plan, o.name)
-                                               and outdir.find(current, o.name, o.key) == current
-                                               for o in plan.outputs)
+    return m.build_id == plan.build_id and all(
+        outdir.intact(current, outdir.read_state(current, o.name), o.key) for o in plan.outputs)
 
 
 def commit(plan: BuildPlan) -> Path:

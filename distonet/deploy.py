@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from . import log
-from .errors import BuildError
+from .errors import BuildError, ToolMissing
 from .host.run import Runner, run
 from .manifest import MANIFEST, Manifest
 from .paths import Paths
@@ -77,10 +77,8 @@ def deploy_lvm(manifest: Path, vg: str, lv: str, runner: Runner = run, dry_run: 
     log.info(f"deploy: lvcreate {vg}/{lv} of {size} bytes, copy {image.name}, verify sha256")
     try:
         runner(create)
-    except BuildError:
-        raise
-    except FileNotFoundError:
-        raise BuildError("lvcreate: not found", hint="apt-get install lvm2") from None
+    except ToolMissing:
+        raise ToolMissing("lvcreate: not found", hint="apt-get install lvm2") from None
     try:
         actual = int(runner(["blockdev", "--getsize64", str(target)], capture=True).stdout.strip() or 0)
         if actual != size:

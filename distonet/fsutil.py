@@ -62,6 +62,3 @@ def sha256_file(path: Path, bufsize: int = 4 << 20, progress=None) -> str:
                 progress(done)
     return digest.hexdigest()
 
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple

@@ -50,18 +50,23 @@ def link_target_ok(rel: str, target: str) -> bool:
     return not (joined == ".." or joined.startswith("../"))
 
 
-def ids(root: Path, name: str, table: str) -> int:
-    """uid or gid of `name` in the image's /etc/passwd or /etc/group (numbers pass through)."""
+def entries(root: Path, table: str) -> dict[str, list[str]]:
+    """The image's /etc/passwd or /etc/group as {name: fields}."""
+    try:
+        lines = (Path(root) / "etc" / table).read_text().splitlines()
+    except OSError:
+        return {}
+    return {f[0]: f for f in (line.split(":") for line in lines) if len(f) > 3}
+
+
+def ids(root: Path, name: str, table: str, field: int = 2) -> int:
+    """uid or gid of `name` in the image's /etc/passwd or /etc/group (numbers pass through);
+    field=3 of passwd gives the user's primary group."""
     if name.isdigit():
         return int(name)
-    path = Path(root) / "etc" / table
-    try:
-        for line in path.read_text().splitlines():
-            fields = line.split(":")
-            if fields and fields[0] == name and len(fields) > 2:
-                return int(fields[2])
-    except OSError:
-        pass
+    found = entries(root, table).get(name)
+    if found:
+        return int(found[field])
     what = "user" if table == "passwd" else "group"
     raise BuildError(f"no {what} '{name}' in the image's /etc/{table}",
                      hint=f"create the {what} in a layer or hook before this overlay, or use a number")

@@ -24,7 +24,7 @@ from typing import Iterator
 from .errors import BuildError
 from .fsutil import fsync_dir, write_atomic
 from .manifest import Artifact
-from .store import _wait_lock, _try_lock
+from .store import wait_lock, try_lock
 
 STATE = ".state"
 RENAME_EXCHANGE = 2
@@ -47,10 +47,10 @@ def locked(current: Path, what: str | None = None, shared: bool = False, wait: b
     path = d / (f"{current.name}.{what}.lock" if what else f"{current.name}.lock")
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     if wait:
-        fd = _wait_lock(path, mode, f"another distonet process is building {current.name}"
+        fd = wait_lock(path, mode, f"another distonet process is building {current.name}"
                         + (f" ({what})" if what else ""))
     else:
-        fd = _try_lock(path, mode)
+        fd = try_lock(path, mode)
         if fd is None:
             raise BuildError(f"{current.name}: a build of this recipe is running",
                              hint="wait for it to finish, or stop it first")

@@ -15,7 +15,7 @@ import yaml
 from . import log, render
 from .errors import DistonetError, RecipeError
 from .host.archive import check_error, missing_packages, package_names
-from .host.apt import archive_state, default_mirror, default_security_mirror, host_proxy
+from .host.apt import archive_state, default_mirror, default_security_mirror
 from .paths import Paths
 from .plan import BuildPlan, PlanFacts, make_plan
 from .recipe import Recipe, load_recipe, recipe_name, recipe_path
@@ -44,7 +44,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
         if not offline_ok:
             raise
         archive = OFFLINE
-    proxy = dist.proxy or os.environ.get("DISTONET_APT_PROXY") or host_proxy()
+    proxy = dist.proxy or os.environ.get("DISTONET_APT_PROXY")  # else the host's, when a step runs
     site = os.environ.get("DISTONET_SITE") or recipe.site
     site_vars = load_site(site, paths)
     overlays = overlay_facts(recipe, paths, site, site_vars, strict=not offline_ok)

@@ -44,7 +44,7 @@ def dir_name(key: str) -> str:
     return key[:KEY_CHARS]
 
 
-def _try_lock(path: Path, mode: int) -> int | None:
+def try_lock(path: Path, mode: int) -> int | None:
     """An fd holding `mode` on path, or None if another process holds a conflicting lock."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -57,9 +57,9 @@ def _try_lock(path: Path, mode: int) -> int | None:
     return fd
 
 
-def _wait_lock(path: Path, mode: int, what: str, timeout: float | None = None) -> int:
+def wait_lock(path: Path, mode: int, what: str, timeout: float | None = None) -> int:
     """Take the lock, saying once that we wait (and for what) when another process holds it."""
-    fd = _try_lock(path, mode)
+    fd = try_lock(path, mode)
     if fd is not None:
         return fd
     log.info(f"waiting: {what}")
@@ -69,7 +69,7 @@ def _wait_lock(path: Path, mode: int, what: str, timeout: float | None = None) -
             raise BuildError(f"gave up waiting after {timeout:.0f}s: {what}",
                              hint="another distonet process holds it; see `ps -ef | grep distonet`")
         time.sleep(0.2)
-        fd = _try_lock(path, mode)
+        fd = try_lock(path, mode)
     return fd
 
 
@@ -139,14 +139,14 @@ class StageStore:
         for key in keys:
             path = str(self._lock_path(key, "use"))
             if path not in _held:
-                _held[path] = _wait_lock(Path(path), fcntl.LOCK_SH,
+                _held[path] = wait_lock(Path(path), fcntl.LOCK_SH,
                                          f"stage {short(key)} is being pruned or cleaned by another process")
 
     @contextlib.contextmanager
     def building(self, key: str, name: str, timeout: float | None = None) -> Iterator[None]:
         """One builder per stage across processes; the kernel drops the lock if its holder dies."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = _wait_lock(self._lock_path(key, "build"), fcntl.LOCK_EX,
+        fd = wait_lock(self._lock_path(key, "build"), fcntl.LOCK_EX,
                         f"stage {name} [{short(key)}] is being built by another process", timeout)
         try:
             yield
@@ -178,7 +178,7 @@ class StageStore:
         gone = []
         for partial in sorted(self.root.glob("*.partial-*")) if self.root.is_dir() else []:
             name = partial.name.split(".", 1)[0]
-            fd = _try_lock(self.root / f"{name}.build.lock", fcntl.LOCK_EX)
+            fd = try_lock(self.root / f"{name}.build.lock", fcntl.LOCK_EX)
             if fd is None:
                 continue
             try:
@@ -220,10 +220,10 @@ class StageStore:
     def _remove_unused(self, entry: Path, name: str, dry_run: bool) -> Removed | None:
         use = self.root / f"{name}.use.lock"
         build = self.root / f"{name}.build.lock"
-        fd_use = _try_lock(use, fcntl.LOCK_EX)
+        fd_use = try_lock(use, fcntl.LOCK_EX)
         if fd_use is None:
             return None
-        fd_build = _try_lock(build, fcntl.LOCK_EX)
+        fd_build = try_lock(build, fcntl.LOCK_EX)
         try:
             if fd_build is None:
                 return None

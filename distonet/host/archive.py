@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from .. import log
-from ..errors import BuildError
+from ..errors import RecipeError
 
 _NAMES = re.compile(rb"^(?:Package|Provides): (.+)$", re.MULTILINE)
 
@@ -75,11 +75,10 @@ def missing_packages(wanted: dict[str, list[str]], available: set[str]) -> list[
     return out
 
 
-def check_error(source: Path, suite: str, components: list[str], misses, extra: list[str] = ()) -> BuildError:
+def check_error(source: Path, suite: str, components: list[str], misses, extra: list[str] = ()) -> RecipeError:
     lines = []
     also = f" or the repositories {', '.join(extra)}" if extra else ""
     for where, name, close in misses:
         hint = f" (did you mean '{close}'?)" if close else ""
         lines.append(f"{source}: {where}: no package '{name}' in {suite} {' '.join(components)}{also}{hint}")
-    from ..errors import RecipeError
     return RecipeError("\n".join(lines))

@@ -27,7 +27,7 @@ class Qcow2(Output):
     def make(cls, ctx: OutputContext) -> list[Artifact]:
         raw = ctx.input("disk", "disk")
         final = ctx.out / "disk.qcow2"
-        progress = ["-p"] if ctx.runner is not None and _interactive() else []
+        progress = ["-p"] if _interactive() else []
         with atomic_path(final) as tmp:
             ctx.runner(["qemu-img", "convert", *progress, "-f", "raw", "-O", "qcow2",
                         *(["-c"] if ctx.options.compress else []), str(raw), str(tmp)])

@@ -9,8 +9,8 @@ from pydantic import Field
 
 from .. import log
 from ..errors import CommandError
-from ..fsutil import atomic_path, round_up
-from ..layout import MIB, rootfs_size
+from ..fsutil import atomic_path
+from ..layout import MIB, rootfs_size, round_up
 from ..manifest import Artifact
 from ..tree import tree_usage
 from .base import Options, Output, OutputContext

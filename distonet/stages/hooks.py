@@ -18,6 +18,7 @@ and maps; DISTONET_RECIPE, DISTONET_SUITE, DISTONET_ARCH), daemons kept from sta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -76,7 +77,6 @@ class Hooks(StageKind):
 
 def _source(ctx: StageContext, s: dict) -> Path:
     path = Path(ctx.host.sources[f"hooks:{s['set']}"]) / s["phase"] / s["name"]
-    import hashlib
     if hashlib.sha256(path.read_bytes()).hexdigest() != s["sha256"]:
         raise BuildError(f"hook {path} changed since the build was planned", hint="run the build again")
     return path

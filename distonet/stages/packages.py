@@ -3,6 +3,11 @@ The kernel layer comes first (it changes rarely, so recipes that add layers reus
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+from pathlib import Path
+
+from ..errors import BuildError
 from ..host.chroot import chroot_argv, chroot_session
 from .base import StageContext, StageKind
 
@@ -76,10 +81,6 @@ class Packages(StageKind):
 def install_local(ctx: StageContext, merged) -> dict:
     """apt installs local .deb files (and their dependencies from the archive) from the
     session's /run, so the files themselves never stay in the image."""
-    import hashlib
-    import shutil
-    from pathlib import Path
-    from ..errors import BuildError
     with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
         staging = merged / "run/distonet-debs"
         staging.mkdir(parents=True, exist_ok=True)

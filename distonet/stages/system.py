@@ -8,15 +8,8 @@ import os
 from pathlib import Path
 
 from ..errors import BuildError
-from ..imagefs import ids
+from ..imagefs import entries, ids
 from .base import StageContext, StageKind
-
-
-def _names(root: Path, table: str) -> set[str]:
-    try:
-        return {l.split(":", 1)[0] for l in (root / "etc" / table).read_text().splitlines() if l}
-    except OSError:
-        return set()
 
 
 class System(StageKind):
@@ -38,7 +31,7 @@ class System(StageKind):
         run = ctx.runner
         groups = list(dict.fromkeys([*ctx.inputs["groups"], *(g for u in ctx.inputs["users"] for g in u["groups"])]))
         for g in groups:
-            if g not in _names(root, "group"):
+            if g not in entries(root, "group"):
                 run(["groupadd", "--root", str(root), g])
         for u in ctx.inputs["users"]:
             make_user(root, u, run)
@@ -62,14 +55,14 @@ class System(StageKind):
 
 def make_user(root: Path, u: dict, run) -> None:
     name = u["name"]
-    if name not in _names(root, "passwd"):
+    if name not in entries(root, "passwd"):
         argv = ["useradd", "--root", str(root), "--create-home", "--shell", u["shell"]]
         argv += ["--uid", str(u["uid"])] if u.get("uid") else []
         argv += ["--groups", ",".join(u["groups"])] if u["groups"] else []
         run([*argv, name])
     if u.get("password_hash"):  # on stdin: never on a command line
         run(["chpasswd", "--root", str(root), "--encrypted"], input=f"{name}:{u['password_hash']}\n")
-    uid, gid = ids(root, name, "passwd"), _primary_gid(root, name)
+    uid, gid = ids(root, name, "passwd"), ids(root, name, "passwd", field=3)
     home = root / "home" / name
     if u["ssh_keys"]:
         ssh = home / ".ssh"
@@ -86,14 +79,6 @@ def make_user(root: Path, u: dict, run) -> None:
         f = root / "etc/sudoers.d" / f"distonet-{name}"
         f.write_text(f"# made by distonet (users.{name}.sudo)\n{name} ALL=(ALL:ALL) ALL\n")
         f.chmod(0o440)
-
-
-def _primary_gid(root: Path, name: str) -> int:
-    for line in (root / "etc/passwd").read_text().splitlines():
-        f = line.split(":")
-        if f[0] == name:
-            return int(f[3])
-    raise BuildError(f"user {name} vanished from the image's /etc/passwd")
 
 
 def set_locale(root: Path, locale: str, run) -> None:
