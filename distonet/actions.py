@@ -39,7 +39,8 @@ def host_facts(plan: BuildPlan) -> HostFacts:
                      sources={**{f"overlay:{n}": Path(o["dir"]) for n, o in f.overlays.items()},
                               **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks},
                               **{f"key:{r['name']}": Path(r["key_path"]) for r in f.repositories},
-                              **{f"deb:{d['name']}": Path(d["path"]) for d in f.debs}})
+                              **{f"deb:{d['name']}": Path(d["path"]) for d in f.debs},
+                              **{f"element:{e['name']}": Path(e["dir"]) for e in f.elements.get("elements", ())}})
 
 
 def tools_needed(plan: BuildPlan) -> list[str]:

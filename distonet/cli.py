@@ -1,4 +1,4 @@
-"""The `distonet` command: build, boot, list, show, check, clean, prune, deploy-lvm, schema.
+"""The `distonet` command: build, boot, list, show, check, clean, prune, deploy-lvm, elements, schema.
 
 `build` and `boot` run doit through its own API (DoitMain with a task loader), with the same
 tasks, names and state as `doit build recipe=X`; the other verbs call the library directly.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from pathlib import Path
 
 from . import __version__, log
 from .errors import DistonetError, RecipeError, report
@@ -106,7 +104,10 @@ def cmd_check(a) -> int:
     bad = 0
     for name in a.recipes or known_recipes(paths.search):
         try:
-            load_recipe(name, paths.search)
+            recipe = load_recipe(name, paths.search)
+            if recipe.dib.elements:  # local files: checked without the archive
+                from .elements import resolve
+                resolve(recipe.dib.elements, paths.element_dirs, recipe.name)
             if a.archive:
                 from .pipeline import load_plan
                 load_plan(name, paths)
@@ -157,6 +158,20 @@ def cmd_deploy_lvm(a) -> int:
     return 0
 
 
+def cmd_elements(a) -> int:
+    """The diskimage-builder elements a recipe can name, where each comes from, what it needs."""
+    from .elements import search_path
+    from .paths import Paths
+    seen = set()
+    for d in search_path(Paths.default().element_dirs):
+        for e in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("_")):
+            if e.name not in seen:
+                seen.add(e.name)
+                deps = (e / "element-deps").read_text().split() if (e / "element-deps").is_file() else []
+                print(f"{e.name:28} {d}" + (f"  (needs {', '.join(deps)})" if deps else ""))
+    return 0
+
+
 def cmd_schema(a) -> int:
     from .recipe import json_schema
     print(json.dumps(json_schema(), indent=2))
@@ -203,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("lv")
     b.add_argument("--dry-run", action="store_true", help="print the commands only")
     b.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    verb("elements", cmd_elements, "the diskimage-builder elements recipes can name (dib.elements)")
     verb("schema", cmd_schema, "print the recipe JSON Schema")
     return p
 

@@ -24,7 +24,7 @@ from typing import Iterator
 from .errors import BuildError
 from .fsutil import fsync_dir, write_atomic
 from .manifest import Artifact
-from .store import wait_lock, try_lock
+from .host.locks import try_lock, wait_lock
 
 STATE = ".state"
 RENAME_EXCHANGE = 2

@@ -63,6 +63,11 @@ class Paths:
         return tuple(dict.fromkeys(d.parent / "hooks" / "chroot" for d in self.search))
 
     @property
+    def element_dirs(self) -> tuple[Path, ...]:
+        """elements/ beside each recipe directory: a site's own diskimage-builder elements."""
+        return tuple(dict.fromkeys(d.parent / "elements" for d in self.search))
+
+    @property
     def deb_dirs(self) -> tuple[Path, ...]:
         return tuple(dict.fromkeys(d.parent / "debs" for d in self.search))
 

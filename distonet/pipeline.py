@@ -17,6 +17,7 @@ from .errors import DistonetError, RecipeError
 from .host.archive import check_error, missing_packages, package_names
 from .host.apt import archive_state, default_mirror, default_security_mirror
 from .paths import Paths
+from .elements import element_facts
 from .plan import BuildPlan, PlanFacts, make_plan
 from .recipe import Recipe, load_recipe, recipe_name, recipe_path
 
@@ -50,6 +51,8 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     overlays = overlay_facts(recipe, paths, site, site_vars, strict=not offline_ok)
     hooks = hook_facts(recipe, paths)
     repositories = repository_facts(recipe, paths, offline_ok)
+    elements = element_facts(recipe.dib.elements, recipe.dib.environment, dist.suite, str(dist.architecture),
+                             paths.element_dirs, recipe.name)
     debs = []
     for name in recipe.apt.debs:
         f = next((d / name for d in paths.deb_dirs if (d / name).is_file()), None)
@@ -65,7 +68,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     return PlanFacts(mirror=mirror, archive=archive, security_mirror=sec_mirror, proxy=proxy,
                      updates=updates, security=security, overlays=overlays, site=site,
                      hooks=tuple(hooks), hook_vars=hook_vars, repositories=tuple(repositories),
-                     debs=tuple(debs))
+                     debs=tuple(debs), elements=elements)
 
 
 def repository_facts(recipe: Recipe, paths: Paths, offline_ok: bool) -> list[dict]:
@@ -213,6 +216,8 @@ def check_packages(plan: BuildPlan) -> None:
     wanted = {"kernel.package": [recipe.kernel.package], "kernel.initramfs": list(recipe.kernel.initramfs)}
     wanted.update({f"packages.{layer}": list(pkgs) for layer, pkgs in recipe.packages.items()})
     wanted["apt.purge"] = list(recipe.apt.purge)
+    for phase, actions in facts.elements.get("packages", {}).items():  # package-installs, mapped
+        wanted[f"dib.elements ({phase} packages)"] = list(actions.get("install", []))
     misses = missing_packages(wanted, available)
     if misses:
         raise check_error(plan.source, dist.suite, list(dist.components), misses,

@@ -40,6 +40,8 @@ class PlanFacts:
     hooks: tuple[Mapping[str, str], ...] = ()      # {set, phase, name, sha256, dir}, in run order
     debs: tuple[Mapping[str, str], ...] = ()       # {name, sha256, path}: apt.debs found in debs/
     hook_vars: Mapping[str, Any] = field(default_factory=dict)
+    # diskimage-builder elements: {elements: [{name, dir, digest}], env, packages, phases} (elements.py)
+    elements: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .errors import RecipeError
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
 from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
-                       DebFile, KeyFile, Keyboard, PinPackages, PinWhat, Locale, Regex, RepoComponent, RepoSuite, Shell, SshKey, Suite,
+                       DebFile, DibValue, DibVar, ElementName, KeyFile, Keyboard, PinPackages, PinWhat, Locale, Regex, RepoComponent, RepoSuite, Shell, SshKey, Suite,
                        Text, TimeZone, Url, UserName, VarName)
 
 RESERVED_LAYERS = ("kernel", "purge", "local")  # the kernel's own layer and the purge step (stages/packages.py)
@@ -70,11 +70,22 @@ class Apt(Model):
     recommends: bool | tuple[LayerName, ...] = Field(
         False, description="install Recommends too: true for every layer, or a list of layer names "
                            "(Debian's science-* metapackages list their contents as Recommends)")
+    direct_recommends: tuple[LayerName, ...] = Field(
+        (), description="layers whose packages bring their own Recommends but not the Recommends of "
+                        "those: a science-* metapackage's contents without every member's extras")
     pins: tuple[Pin, ...] = Field((), description="apt preferences, written before the package layers")
     debs: tuple[DebFile, ...] = Field((), description="local .deb files in debs/, installed after the "
                                                       "layers (packages.local)")
     purge: tuple[PackageName, ...] = Field((), description="packages removed, with their configuration, "
                                                          "after the layers (packages.purge)")
+
+
+class Dib(Model):
+    elements: tuple[ElementName, ...] = Field(
+        (), description="diskimage-builder elements: elements/ beside the recipes, then the installed "
+                        "diskimage-builder's; their dependencies come along (docs/elements.md)")
+    environment: dict[DibVar, DibValue] = Field(
+        default_factory=dict, description="DIB_* variables the elements read (e.g. DIB_DEV_USER_USERNAME)")
 
 
 class User(Model):
@@ -149,6 +160,7 @@ class Recipe(Model):
         (), description="extra apt repositories (deb822 with Signed-By), added before the package layers")
     hooks: tuple[LayerName, ...] = Field(
         (), description="hook sets (hooks/chroot/<name>/<phase>/NN-script), run in this order")
+    dib: Dib = Dib()
     site: Optional[RecipeName] = Field(None, description="site file sites/<name>.yaml (site= overrides)")
     vars: dict[VarName, Any] = Field(default_factory=dict, description="values for the overlays' templates")
     replace: tuple[str, ...] = Field((), description="dotted key paths this recipe replaces instead of merging")
@@ -348,13 +360,20 @@ def _check_semantics(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: overlays: an overlay is named twice")
     if "distonet" in recipe.vars:
         raise RecipeError(f"{path}: vars.distonet: reserved for build facts ({{{{ distonet.recipe }}}} …)")
-    if isinstance(recipe.apt.recommends, tuple):
-        for layer in recipe.apt.recommends:
+    named = {"recommends": recipe.apt.recommends if isinstance(recipe.apt.recommends, tuple) else (),
+             "direct_recommends": recipe.apt.direct_recommends}
+    for key, layers in named.items():
+        for layer in layers:
             if layer not in recipe.packages and layer != "kernel":
                 close = difflib.get_close_matches(layer, list(recipe.packages), n=1)
-                raise RecipeError(f"{path}: apt.recommends: no layer '{layer}'"
+                raise RecipeError(f"{path}: apt.{key}: no layer '{layer}'"
                                   + (f" (did you mean '{close[0]}'?)" if close else "")
                                   + f"; layers: {', '.join(recipe.packages) or 'none'}")
+    both = [layer for layer in recipe.apt.direct_recommends
+            if recipe.apt.recommends is True or layer in named["recommends"]]
+    if both:
+        raise RecipeError(f"{path}: apt.direct_recommends: layer '{both[0]}' already gets every "
+                          f"Recommends from apt.recommends; name it in one of the two")
     for layer in recipe.packages:
         if layer in RESERVED_LAYERS:
             raise RecipeError(f"{path}: packages.{layer}: the layer name '{layer}' is reserved "

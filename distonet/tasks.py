@@ -204,7 +204,20 @@ def _group_doc(basename: str) -> str:
         return fixed[basename]
     if basename.startswith("packages."):
         return f"stage: install the {basename.split('.', 1)[1]} package layer"
+    from .stages import REGISTRY as STAGES
+    kind = next((k for k in sorted(STAGES, key=len, reverse=True)
+                 if basename == k or basename.startswith(k + ".")), None)
+    if kind:
+        return f"stage: {STAGE_DOCS.get(kind, kind)}" + (f" ({basename[len(kind) + 1:]})" if basename != kind else "")
     return f"output: {basename}"
+
+
+STAGE_DOCS = {"repositories": "extra apt repositories, their keys and apt pins",
+              "hooks.pre-install": "the hooks' pre-install scripts", "hooks.post-install": "the hooks' post-install scripts",
+              "hooks.finalise": "the hooks' finalise scripts", "hooks.outside": "the hooks' scripts run on the host",
+              "overlay": "a site overlay", "system": "users, groups and system settings",
+              "elements": "diskimage-builder elements: pre-install, install, post-install",
+              "elements.finalise": "diskimage-builder elements: finalise"}
 
 
 OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")

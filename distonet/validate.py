@@ -112,6 +112,12 @@ PinPackages = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9*?+.\- ]
 PinWhat = Annotated[str, AfterValidator(_check(re.compile(r"^(release|origin|version) [^\n\r]{1,200}$"),
                                                "an apt pin: 'release a=trixie-backports', 'origin host' "
                                                "or 'version 1.2*'"))]
+ElementName = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+                                                    "a diskimage-builder element name"))]
+DibVar = Annotated[str, AfterValidator(_check(re.compile(r"^DIB_[A-Z0-9_]{1,60}$"),
+                                               "a diskimage-builder variable (DIB_...)"))]
+DibValue = Annotated[str, Field(max_length=2000), AfterValidator(_check(re.compile(r"^[^\x00]*$"),
+                                                                        "a value without NUL"))]
 Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex)]
 Url = Annotated[str, Field(max_length=500), AfterValidator(_url)]
 Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]

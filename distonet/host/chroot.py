@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from pathlib import Path
 from typing import Sequence
 
 from .ledger import Ledger
+from .locks import wait_lock
 
 CHROOT_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -52,6 +54,7 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
     policy-rc.d that stops daemons from starting; all undone (files removed) when the block ends."""
     created: list[Path] = []
     mount_points: list[Path] = []
+    apt_lock = None
     mark = ledger.mark()
     try:
         for sub in ("proc", "sys", "dev", "run"):
@@ -84,6 +87,10 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
             mount_points.extend(reversed(made))  # removed again: not part of the image
             ledger.bind(local, inside, readonly=True)
         if apt_archives is not None:
+            # apt locks the download cache for its whole run and fails at once when another
+            # build holds it: concurrent builds on one host take turns here instead.
+            apt_lock = wait_lock(apt_archives.parent / "apt-archives.lock", fcntl.LOCK_EX,
+                                 "another build is using the shared apt download cache")
             (apt_archives / "partial").mkdir(parents=True, exist_ok=True)
             target = root / "var/cache/apt/archives"
             target.mkdir(parents=True, exist_ok=True)
@@ -91,6 +98,8 @@ def chroot_session(ledger: Ledger, root: Path, apt_archives: Path | None = None)
         yield root
     finally:
         ledger.undo_to(mark)
+        if apt_lock is not None:
+            os.close(apt_lock)
         for path in reversed(created):
             path.unlink(missing_ok=True)
         for path in reversed(mount_points):  # deepest first

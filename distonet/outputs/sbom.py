@@ -68,7 +68,10 @@ def spdx_id(name: str) -> str:
 
 def licences(tree: Path, package: str) -> list[str]:
     """Licence short names from the package's DEP-5 copyright file ([] if it has none)."""
+    import logging
     from debian.copyright import Copyright, NotMachineReadableError
+    # Its warnings about old Format URLs are about the package, not the build: not on the console.
+    logging.getLogger("debian.copyright").setLevel(logging.ERROR)
     path = tree / "usr/share/doc" / package / "copyright"
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:

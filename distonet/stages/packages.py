@@ -7,7 +7,10 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from debian.deb822 import Deb822
+
 from ..errors import BuildError
+from ..host.archive import bare_name
 from ..host.chroot import chroot_argv, chroot_session
 from .base import StageContext, StageKind
 
@@ -50,6 +53,8 @@ class Packages(StageKind):
             rec = recipe.apt.recommends
             if rec is True or (isinstance(rec, tuple) and name in rec):
                 inputs["recommends"] = True
+            elif name in recipe.apt.direct_recommends:
+                inputs["recommends"] = "direct"
             yield f"packages.{name}", inputs
         if facts.debs:  # local .deb files, by content
             yield "packages.local", {"debs": [{"name": d["name"], "sha256": d["sha256"]} for d in facts.debs],
@@ -69,27 +74,58 @@ class Packages(StageKind):
         packages = list(ctx.inputs["packages"])
         conf = merged / "etc/apt/apt.conf.d/00distonet-build"
         conf.write_text(BUILD_APT_CONF)
+        recommends = ctx.inputs.get("recommends", False)
+        added: list[str] = []
         try:
             with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
-                ctx.runner(chroot_argv(merged, apt_install_argv(packages, ctx.host.proxy,
-                                                                ctx.inputs.get("recommends", False))))
+                if recommends == "direct":
+                    added = direct_recommends(ctx, merged, packages)
+                ctx.runner(chroot_argv(merged, apt_install_argv(packages + added, ctx.host.proxy,
+                                                                recommends is True)))
         finally:
             conf.unlink(missing_ok=True)
-        return {"packages": packages}
+        return {"packages": packages, **({"recommended": added} if added else {})}
 
 
-def install_local(ctx: StageContext, merged) -> dict:
-    """apt installs local .deb files (and their dependencies from the archive) from the
-    session's /run, so the files themselves never stay in the image."""
-    with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
-        staging = merged / "run/distonet-debs"
-        staging.mkdir(parents=True, exist_ok=True)
-        inside = []
-        for d in ctx.inputs["debs"]:
-            src = Path(ctx.host.sources[f"deb:{d['name']}"])
-            if hashlib.sha256(src.read_bytes()).hexdigest() != d["sha256"]:
-                raise BuildError(f"{src} changed since the build was planned", hint="run the build again")
-            shutil.copyfile(src, staging / d["name"])
-            inside.append(f"/run/distonet-debs/{d['name']}")
-        ctx.runner(chroot_argv(merged, apt_install_argv(inside, ctx.host.proxy)))
-    return {"debs": [d["name"] for d in ctx.inputs["debs"]]}
+def direct_recommends(ctx: StageContext, merged: Path, packages: list[str]) -> list[str]:
+    """What the layer's packages recommend themselves, among what the image's apt can install
+    (a pin below 0 keeps a recommendation out, as it would keep it out of apt's own choice)."""
+    def apt_cache(*args: str) -> str:
+        return ctx.runner(chroot_argv(merged, ["apt-cache", "-q", *args]), capture=True).stdout
+    shown = apt_cache("show", "--no-all-versions", "--", *[bare_name(p) for p in packages])
+    wanted = sorted({n for alts in recommends_of(shown) for n in alts})
+    installable = candidates(apt_cache("policy", "--", *wanted)) if wanted else set()
+    return pick_recommends(shown, installable, set(map(bare_name, packages)))
+
+
+def recommends_of(shown: str) -> list[list[str]]:
+    """Each Recommends item of `apt-cache show` paragraphs, as its list of alternatives."""
+    out = []
+    for para in Deb822.iter_paragraphs(shown.splitlines(), use_apt_pkg=False):
+        for item in para.get("Recommends", "").split(","):
+            names = [bare_name(alt.strip().split(" ", 1)[0]) for alt in item.split("|") if alt.strip()]
+            if names:
+                out.append(names)
+    return out
+
+
+def candidates(policy: str) -> set[str]:
+    """Names that have an installation candidate in `apt-cache policy` output."""
+    found, name = set(), None
+    for line in policy.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            name = line[:-1].split(":", 1)[0]
+        elif name and line.strip().startswith("Candidate:") and line.split(":", 1)[1].strip() != "(none)":
+            found.add(name)
+    return found
+
+
+def pick_recommends(shown: str, available: set[str], already: set[str]) -> list[str]:
+    """For each Recommends item the first alternative that can be installed; an item with none
+    is skipped, as apt skips a Recommends it cannot satisfy."""
+    out: list[str] = []
+    for names in recommends_of(shown):
+        found = next((n for n in names if n in available), None)
+        if found and found not in already and found not in out:
+            out.append(found)
+    return out

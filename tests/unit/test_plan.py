@@ -151,6 +151,29 @@ def test_recommends_and_purge(paths):
     assert apt_purge_argv(["nano"])[-4:] == ["purge", "--autoremove", "--", "nano"]
 
 
+def test_direct_recommends_one_level():
+    from distonet.stages.packages import candidates, pick_recommends
+    shown = ("Package: science-physics\nVersion: 1.15\nRecommends: python3-numpy, paraview | visit,"
+             " gone-pkg, octave (>= 8), python3-numpy\nDepends: science-config\n\n"
+             "Package: science-chemistry\nRecommends: avogadro:any, octave, python3-scipy\n")
+    picked = pick_recommends(shown, {"python3-numpy", "visit", "octave", "avogadro", "python3-scipy"},
+                             {"python3-scipy"})
+    # the first available alternative, no missing names, no repeats, nothing the layer names already
+    assert picked == ["python3-numpy", "visit", "octave", "avogadro"]
+    policy = ("python3-numpy:\n  Installed: (none)\n  Candidate: 1:2.2.4+ds-1\n  Version table:\n"
+              "     1:2.2.4+ds-1 500\naxiom:\n  Installed: (none)\n  Candidate: (none)\n"
+              "  Version table:\n     20170501-11 -1\n")
+    assert candidates(policy) == {"python3-numpy"}  # a pin below 0 leaves no candidate
+
+
+def test_direct_recommends_in_the_layer_key(paths):
+    write(paths.recipes, "sci", "extends: minimal\npackages: {science: [science-physics]}\n"
+                                "apt: {direct_recommends: [science]}\n")
+    plan = plan_of("sci", paths)
+    assert plan.stage("packages.science").inputs["recommends"] == "direct"
+    assert keys(plan)["packages.ssh"] == keys(plan_of("minimal", paths))["packages.ssh"]
+
+
 def test_pins_go_before_the_layers_and_local_debs_after(paths, tmp_path):
     from distonet.stages.repositories import preferences_text
     write(paths.recipes, "p", "extends: minimal\napt:\n  pins: [{packages: '*', pin: 'release a=trixie-backports', "
