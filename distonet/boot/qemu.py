@@ -106,13 +106,15 @@ def pick_accel(ledger: Ledger, cache: Path, kernel: Path | None) -> str:
     return accel
 
 
-def qemu_argv(accel: str, console: Path, memory: int = 1024) -> list[str]:
+def qemu_argv(accel: str, console: Path, memory: int = 1024, serial_socket: Path | None = None) -> list[str]:
     # One vCPU under TCG: with two, the kernel's int3-based live code patching at boot races
     # TCG's handling of self-modifying code and can oops (seen in CI); KVM gets two.
     cpus = 2 if accel == "kvm" else 1
+    # With a socket, the console is also interactive (boot/serial.py); the logfile is the same.
+    serial = (["-chardev", f"socket,id=ser0,path={serial_socket},server=on,wait=off,logfile={console}",
+               "-serial", "chardev:ser0"] if serial_socket else ["-serial", f"file:{console}"])
     return ["qemu-system-x86_64", "-accel", accel, "-machine", "q35", "-m", str(memory),
-            "-smp", str(cpus), "-nodefaults", "-display", "none", "-no-reboot",
-            "-serial", f"file:{console}"]
+            "-smp", str(cpus), "-nodefaults", "-display", "none", "-no-reboot", *serial]
 
 
 def free_port() -> int:
@@ -155,10 +157,11 @@ def firmware_args(firmware: str, workdir: Path) -> list[str]:
 
 def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float = 300,
               kernel: Path | None = None, paths: Paths | None = None, name: str | None = None,
-              log_dir: Path | None = None, ssh: bool = False, then=None) -> BootResult:
+              log_dir: Path | None = None, ssh: bool = False, then=None, console_session=None) -> BootResult:
     """Boot `disk` with `firmware` until `marker` shows on the serial console; with ssh, also
     until sshd answers through a port forwarded from 127.0.0.1 (the banner is in the result),
-    and then, if given, until `then(port)` is true (a test logging in)."""
+    and then, if given, until `then(port)` is true (a test logging in). With `console_session`,
+    then until `console_session(socket_path)` is true (a test logging in on the serial console)."""
     paths = paths or Paths.default()
     check_tools(["qemu-system-x86_64"])
     if firmware == "uefi" and not OVMF_CODE.is_file():
@@ -178,10 +181,16 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
                 banner.append(line)
             return bool(line) and (then is None or then(port))
 
-        argv = (qemu_argv(accel, console) + firmware_args(firmware, workdir) + disk_args(disk, fmt)
-                + net_args(port))
+        sock = workdir / "serial.sock" if console_session else None
+
+        def after() -> bool:
+            return (not ssh or sshd_answers()) and (sock is None or console_session(sock))
+
+        argv = (qemu_argv(accel, console, serial_socket=sock) + firmware_args(firmware, workdir)
+                + disk_args(disk, fmt) + net_args(port))
         with log.step(f"boot {name} ({accel}), waiting for /{marker}/{' and sshd' if ssh else ''}"):
-            reached, seconds = watch(ledger, argv, console, marker, timeout, after=sshd_answers if ssh else None)
+            reached, seconds = watch(ledger, argv, console, marker, timeout,
+                                     after=after if (ssh or sock) else None)
         text = console.read_text(errors="replace") if console.exists() else ""
         if log_dir is not None:  # the console and QEMU's own messages, kept for the user
             log_dir.mkdir(parents=True, exist_ok=True)
