@@ -53,8 +53,8 @@ def resolve(names: tuple[str, ...], local_dirs: tuple[Path, ...], source: str) -
             close = difflib.get_close_matches(name, names_known, n=1)
             raise RecipeError(f"{source}: dib.elements: no element '{name}'"
                               + (f" (did you mean '{close[0]}'?)" if close else "")
-                              + f" in {', '.join(str(d) for d in dirs[:-1])} or diskimage-builder's own",
-                              hint="`distonet elements` lists them")
+                              + f" in {', '.join(str(d) for d in dirs[:-1])} or diskimage-builder's own"
+                              "; `distonet elements` lists them")
     try:
         found = ed.get_elements([*names, OS_ELEMENT], ":".join(str(d) for d in dirs))
     except ed.AlreadyProvidedException as exc:

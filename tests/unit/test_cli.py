@@ -9,7 +9,7 @@ import pytest
 from distonet import PROJECT_ROOT, __version__, cli
 from tests.helpers import write
 
-VERBS = ["build", "boot", "list", "show", "check", "clean", "prune", "deploy-lvm", "schema"]
+VERBS = ["build", "boot", "list", "show", "check", "clean", "prune", "deploy-lvm", "elements", "schema"]
 
 
 @pytest.fixture
@@ -90,3 +90,14 @@ def test_doit_list_works_with_the_mirror_unreachable(site):
     build = subprocess.run([sys.executable, "-m", "doit", "info", "build:far", "recipe=far"], cwd=PROJECT_ROOT,
                            capture_output=True, text=True, env=env, timeout=120)
     assert "manifest:far" in build.stdout, build.stderr  # (doit info exits 1: the task would run)
+
+
+def test_unknown_element_is_one_line_and_elements_lists_them(site, capsys):
+    write(site, "el", "extends: minimal\ndib: {elements: [devuser, dhcp-all-interface]}\n")
+    assert cli.main(["check", "el"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("distonet: error: el: dib.elements: no element 'dhcp-all-interface' "
+                             "(did you mean 'dhcp-all-interfaces'?)") and len(err) == 2  # + the count
+    assert cli.main(["elements"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert {"devuser", "dhcp-all-interfaces", "distonet-os"} <= listed
