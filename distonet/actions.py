@@ -40,7 +40,8 @@ def host_facts(plan: BuildPlan) -> HostFacts:
                               **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks},
                               **{f"key:{r['name']}": Path(r["key_path"]) for r in f.repositories},
                               **{f"deb:{d['name']}": Path(d["path"]) for d in f.debs},
-                              **{f"element:{e['name']}": Path(e["dir"]) for e in f.elements.get("elements", ())}})
+                              **{f"element:{e['name']}": Path(e["dir"]) for e in f.elements.get("elements", ())},
+                              **{f"initramfs:{i['name']}": Path(i["dir"]) for i in f.initramfs}})
 
 
 def tools_needed(plan: BuildPlan) -> list[str]:
@@ -229,18 +230,20 @@ def boot(plan: BuildPlan) -> list:
     from .boot.qemu import boot_recipe
     from .errors import BootError
     m = Manifest.load(plan.out_dir)
-    try:
-        m.artifact("disk")
-    except BuildError:
-        raise BootError(f"{plan.name}: the build has no disk.raw; nothing to boot",
-                        hint=f"add `disk: {{}}` under outputs in {plan.source}") from None
-    results = boot_recipe(plan)
+    kinds = {a.kind for a in m.artifacts}
+    disk, netboot = "disk" in kinds, "pxe" in kinds and {"nfsroot", "config"} <= kinds
+    if not disk and not netboot:
+        raise BootError(f"{plan.name}: the build has no disk.raw and no netboot outputs; nothing to boot",
+                        hint=f"add `disk: {{}}` (or nfsroot, pxe and config) under outputs in {plan.source}")
+    results = boot_recipe(plan, disk=disk, netboot=netboot)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    booted = {r.name.split("/")[0] for r in results}
     with outdir.locked(plan.out_dir):
         m = Manifest.load(plan.out_dir)
         if m.build_id == plan.build_id:
-            m.boots = [b for b in m.boots if b.artifact != "disk"] + [
-                BootRecord("disk", r.name.split("/")[-1], r.reached, r.seconds, r.accel, now) for r in results]
+            m.boots = [b for b in m.boots if b.artifact not in booted] + [
+                BootRecord(r.name.split("/")[0], r.name.split("/")[-1], r.reached, r.seconds, r.accel, now)
+                for r in results]
             m.save(plan.out_dir)
     failed = [r for r in results if not r.reached]
     if failed:

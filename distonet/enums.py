@@ -14,6 +14,12 @@ class Firmware(StrEnum):
     uefi = "uefi"
 
 
+class NetbootMode(StrEnum):
+    """How a diskless node gets its root: NFS, read-only, with a tmpfs layer (the persistent
+    layers and iSCSI come with the rest of the diskless work)."""
+    nfs = "nfs"
+
+
 class Variant(StrEnum):
     """What mmdebstrap and debootstrap both accept as --variant."""
     minbase = "minbase"

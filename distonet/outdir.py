@@ -119,15 +119,30 @@ def carry_over(current: Path, output: str) -> None:
 
 
 def prune_next(current: Path, keep_files: set[str], keep_states: set[str]) -> None:
-    """Drop from the next build whatever the plan does not name (left by an older attempt)."""
+    """Drop from the next build whatever the plan does not name (left by an older attempt).
+    Files may sit in folders (pxe/pxelinux.cfg/default): a folder goes when nothing in it stays."""
     nxt = staging(current)
     for path in nxt.iterdir():
         if path.name == STATE:
             for st in path.iterdir():
                 if st.stem not in keep_states:
                     st.unlink()
-        elif path.name not in keep_files:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    for dirpath, dirnames, filenames in os.walk(nxt, topdown=False):
+        d = Path(dirpath)
+        if d == nxt / STATE:
+            continue
+        for f in filenames:
+            if (d / f).relative_to(nxt).as_posix() not in keep_files and d != nxt / STATE:
+                (d / f).unlink()
+        for sub in dirnames:
+            p = d / sub
+            if p == nxt / STATE:
+                continue
+            if p.is_symlink():
+                if p.relative_to(nxt).as_posix() not in keep_files:
+                    p.unlink()
+            elif not any(p.iterdir()):
+                p.rmdir()
 
 
 def exchange(a: Path, b: Path) -> None:

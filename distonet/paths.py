@@ -63,6 +63,11 @@ class Paths:
         return tuple(dict.fromkeys(d.parent / "hooks" / "chroot" for d in self.search))
 
     @property
+    def initramfs_dirs(self) -> tuple[Path, ...]:
+        """hooks/initramfs/ beside each recipe directory: initramfs-tools hooks and scripts."""
+        return tuple(dict.fromkeys(d.parent / "hooks" / "initramfs" for d in self.search))
+
+    @property
     def element_dirs(self) -> tuple[Path, ...]:
         """elements/ beside each recipe directory: a site's own diskimage-builder elements."""
         return tuple(dict.fromkeys(d.parent / "elements" for d in self.search))

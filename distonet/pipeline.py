@@ -51,6 +51,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     overlays = overlay_facts(recipe, paths, site, site_vars, strict=not offline_ok)
     hooks = hook_facts(recipe, paths)
     repositories = repository_facts(recipe, paths, offline_ok)
+    initramfs = initramfs_facts(recipe, paths)
     elements = element_facts(recipe.dib.elements, recipe.dib.environment, dist.suite, str(dist.architecture),
                              paths.element_dirs, recipe.name)
     debs = []
@@ -68,7 +69,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     return PlanFacts(mirror=mirror, archive=archive, security_mirror=sec_mirror, proxy=proxy,
                      updates=updates, security=security, overlays=overlays, site=site,
                      hooks=tuple(hooks), hook_vars=hook_vars, repositories=tuple(repositories),
-                     debs=tuple(debs), elements=elements)
+                     debs=tuple(debs), elements=elements, initramfs=tuple(initramfs))
 
 
 def repository_facts(recipe: Recipe, paths: Paths, offline_ok: bool) -> list[dict]:
@@ -125,6 +126,17 @@ def hook_facts(recipe: Recipe, paths: Paths) -> list[dict]:
                     scripts.append({"set": name, "phase": phase, "name": f.name, "dir": str(d),
                                     "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
     return scripts
+
+
+def initramfs_facts(recipe: Recipe, paths: Paths) -> list[dict]:
+    """The initramfs hook sets the recipe needs (netboot modes need `union`), found and digested."""
+    from .stages.initramfs import NETROOT, UNION, hook_files
+    names = [NETROOT, UNION] if recipe.netboot.modes else []
+    out = []
+    for name in names:
+        d = find_dir(name, paths.initramfs_dirs, f"{recipe.name}: netboot: no initramfs hook set")
+        out.append({"name": name, "dir": str(d), "files": hook_files(d)})
+    return out
 
 
 def load_site(site: str | None, paths: Paths) -> dict:

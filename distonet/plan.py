@@ -42,6 +42,8 @@ class PlanFacts:
     hook_vars: Mapping[str, Any] = field(default_factory=dict)
     # diskimage-builder elements: {elements: [{name, dir, digest}], env, packages, phases} (elements.py)
     elements: Mapping[str, Any] = field(default_factory=dict)
+    # initramfs hook sets: {name, dir, files: [{path, sha256}]} (stages/initramfs.py)
+    initramfs: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .enums import KNOWN_COMPONENTS, KNOWN_SUITES, Architecture, BootstrapTool, Firmware, Variant
+from .enums import KNOWN_COMPONENTS, KNOWN_SUITES, Architecture, BootstrapTool, Firmware, NetbootMode, Variant
 from .errors import RecipeError
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
@@ -78,6 +78,16 @@ class Apt(Model):
                                                       "layers (packages.local)")
     purge: tuple[PackageName, ...] = Field((), description="packages removed, with their configuration, "
                                                          "after the layers (packages.purge)")
+
+
+class Netboot(Model):
+    modes: tuple[NetbootMode, ...] = Field(
+        (), description="diskless boot modes the PXE menu offers: nfs (read-only root over NFS, "
+                        "changes in a tmpfs layer); the initrd gets hooks/initramfs/union")
+    export: Optional[str] = Field(None, pattern=r"^/[A-Za-z0-9._/{}-]*$",
+                                  description="the root's path as nodes mount it; default /srv/distonet/{recipe}")
+    server: Optional[str] = Field(None, pattern=r"^[0-9A-Za-z.:-]+$",
+                                  description="NFS server address; default: the DHCP boot server (next-server)")
 
 
 class Dib(Model):
@@ -161,6 +171,7 @@ class Recipe(Model):
     hooks: tuple[LayerName, ...] = Field(
         (), description="hook sets (hooks/chroot/<name>/<phase>/NN-script), run in this order")
     dib: Dib = Dib()
+    netboot: Netboot = Netboot()
     site: Optional[RecipeName] = Field(None, description="site file sites/<name>.yaml (site= overrides)")
     vars: dict[VarName, Any] = Field(default_factory=dict, description="values for the overlays' templates")
     replace: tuple[str, ...] = Field((), description="dotted key paths this recipe replaces instead of merging")
@@ -358,6 +369,9 @@ def _check_semantics(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: hooks: a hook set is named twice")
     if len(set(recipe.overlays)) != len(recipe.overlays):
         raise RecipeError(f"{path}: overlays: an overlay is named twice")
+    if recipe.enabled_outputs().keys() & {"pxe", "config"} and not recipe.netboot.modes:
+        raise RecipeError(f"{path}: outputs.pxe/config: the recipe enables no netboot.modes",
+                          hint="add netboot: {modes: [nfs]}")
     if "distonet" in recipe.vars:
         raise RecipeError(f"{path}: vars.distonet: reserved for build facts ({{{{ distonet.recipe }}}} …)")
     named = {"recommends": recipe.apt.recommends if isinstance(recipe.apt.recommends, tuple) else (),

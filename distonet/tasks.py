@@ -217,7 +217,8 @@ STAGE_DOCS = {"repositories": "extra apt repositories, their keys and apt pins",
               "hooks.finalise": "the hooks' finalise scripts", "hooks.outside": "the hooks' scripts run on the host",
               "overlay": "a site overlay", "system": "users, groups and system settings",
               "elements": "diskimage-builder elements: pre-install, install, post-install",
-              "elements.finalise": "diskimage-builder elements: finalise"}
+              "elements.finalise": "diskimage-builder elements: finalise",
+              "initramfs": "initramfs-tools hooks installed, the initrd rebuilt"}
 
 
 OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")

@@ -202,14 +202,24 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
     return BootResult(name, reached, round(seconds, 1), accel, text, banner[0] if banner else None)
 
 
-def boot_recipe(plan) -> list[BootResult]:
-    """Boot the recipe's disk.raw with each firmware it names; print one line for each."""
+def boot_recipe(plan, disk: bool = True, netboot: bool = False) -> list[BootResult]:
+    """Boot the recipe's disk.raw, and its diskless modes over PXE, with each firmware it names;
+    print one line for each."""
     out = plan.out_dir
+    recipe = plan.recipe
     results = []
-    for firmware in plan.recipe.boot.firmware:
-        results.append(boot_disk(out / "disk.raw", str(firmware), marker=plan.recipe.boot.marker or LOGIN,
-                                 timeout=plan.recipe.boot.timeout, kernel=out / "vmlinuz",
+    for firmware in recipe.boot.firmware if disk else ():
+        results.append(boot_disk(out / "disk.raw", str(firmware), marker=recipe.boot.marker or LOGIN,
+                                 timeout=recipe.boot.timeout, kernel=out / "vmlinuz",
                                  paths=plan.paths, name=f"disk/{firmware}", log_dir=out / "boot"))
+    if netboot:
+        from .. import netboot as nb
+        from .netboot import boot_pxe_nfs
+        for mode in recipe.netboot.modes:
+            for firmware in recipe.boot.firmware:
+                results.append(boot_pxe_nfs(out, str(firmware), nb.export_path(recipe.netboot.export, recipe.name),
+                                            paths=plan.paths, marker=recipe.boot.marker or LOGIN,
+                                            timeout=max(recipe.boot.timeout, 400), log_dir=out / "boot"))
     for r in results:
         log.info(r.line())
     return results

@@ -5,4 +5,4 @@ module was imported first.
 """
 
 from .base import REGISTRY, StageContext, StageKind, chain  # noqa: F401
-from . import bootstrap, elements, hooks, overlay, packages, repositories, seal, system  # noqa: F401,E402  (registers)
+from . import bootstrap, elements, hooks, initramfs, overlay, packages, repositories, seal, system  # noqa: F401,E402  (registers)

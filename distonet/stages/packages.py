@@ -129,3 +129,20 @@ def pick_recommends(shown: str, available: set[str], already: set[str]) -> list[
         if found and found not in already and found not in out:
             out.append(found)
     return out
+
+
+def install_local(ctx: StageContext, merged) -> dict:
+    """apt installs local .deb files (and their dependencies from the archive) from the
+    session's /run, so the files themselves never stay in the image."""
+    with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
+        staging = merged / "run/distonet-debs"
+        staging.mkdir(parents=True, exist_ok=True)
+        inside = []
+        for d in ctx.inputs["debs"]:
+            src = Path(ctx.host.sources[f"deb:{d['name']}"])
+            if hashlib.sha256(src.read_bytes()).hexdigest() != d["sha256"]:
+                raise BuildError(f"{src} changed since the build was planned", hint="run the build again")
+            shutil.copyfile(src, staging / d["name"])
+            inside.append(f"/run/distonet-debs/{d['name']}")
+        ctx.runner(chroot_argv(merged, apt_install_argv(inside, ctx.host.proxy)))
+    return {"debs": [d["name"] for d in ctx.inputs["debs"]]}

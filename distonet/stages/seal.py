@@ -34,6 +34,9 @@ Type=ether
 
 [Network]
 DHCP=yes
+# Never drop an address networkd did not set or a lease on stop: on a diskless node the root
+# file system is reached through this interface (configured by the initrd before networkd).
+KeepConfiguration=yes
 """
 
 REMOVE_GLOBS = [
@@ -114,7 +117,7 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
 class Seal(StageKind):
     kind = "seal"
     order = 100
-    version = 4
+    version = 5
     tools = ("dpkg-query", "chpasswd")
 
     @classmethod

@@ -199,3 +199,29 @@ def test_recommends_for_some_layers_only(paths):
     write(paths.recipes, "bad", "extends: minimal\napt: {recommends: [sciense]}\npackages: {science: [x1]}\n")
     with pytest.raises(RecipeError, match="apt.recommends: no layer 'sciense' \\(did you mean 'science'\\?\\)"):
         load_recipe("bad", paths.search)
+
+
+def test_local_debs_are_installed_from_the_sessions_run(paths, tmp_path, monkeypatch):
+    import contextlib
+    import hashlib
+    from distonet.stages import REGISTRY
+    from distonet.stages.base import HostFacts, StageContext
+    from tests.recording import RecordingRunner
+    deb = tmp_path / "hello_1.0_all.deb"
+    deb.write_bytes(b"not really a deb")
+    write(paths.recipes, "p", "extends: minimal\napt: {debs: [hello_1.0_all.deb]}\n")
+    plan = plan_of("p", paths, debs=({"name": deb.name, "sha256": hashlib.sha256(deb.read_bytes()).hexdigest(),
+                                      "path": str(deb)},))
+    stage = plan.stage("packages.local")
+    tree = tmp_path / "merged"
+    tree.mkdir()
+    monkeypatch.setattr(StageContext, "mount_for_writing", lambda self: tree)
+    monkeypatch.setattr("distonet.stages.packages.chroot_session", lambda *a, **k: contextlib.nullcontext())
+    runner = RecordingRunner()
+    ctx = StageContext("packages.local", stage.key, stage.inputs, (), tmp_path / "partial",
+                       HostFacts(mirror="m", cache=tmp_path, work=tmp_path, sources={f"deb:{deb.name}": deb}),
+                       None, None, runner)
+    assert REGISTRY["packages"].make(ctx) == {"debs": [deb.name]}
+    (argv,) = runner.calls
+    assert argv[-2:] == ("--", "/run/distonet-debs/hello_1.0_all.deb")
+    assert (tree / "run/distonet-debs" / deb.name).read_bytes() == b"not really a deb"
