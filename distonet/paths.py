@@ -64,8 +64,9 @@ class Paths:
 
     @property
     def initramfs_dirs(self) -> tuple[Path, ...]:
-        """hooks/initramfs/ beside each recipe directory: initramfs-tools hooks and scripts."""
-        return tuple(dict.fromkeys(d.parent / "hooks" / "initramfs" for d in self.search))
+        """hooks/initramfs/ beside each recipe directory, then distonet's own (union, netroot)."""
+        return tuple(dict.fromkeys([*(d.parent / "hooks" / "initramfs" for d in self.search),
+                                    PROJECT_ROOT / "hooks" / "initramfs"]))
 
     @property
     def element_dirs(self) -> tuple[Path, ...]:
