@@ -52,6 +52,15 @@ def serial_of(console: str | None) -> dict | None:
     return {"port": int(port or 0), "speed": int((speed or "115200").rstrip("n8"))}
 
 
+def templates_digest() -> str:
+    """The templates' content: a changed template remakes the pxe and config outputs."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(TEMPLATES.glob("*.j2")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def render(name: str, **values) -> str:
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,

@@ -169,7 +169,9 @@ def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | Non
                       "reads": {r: getattr(recipe, r).model_dump(mode="json") for r in cls.reads},
                       # the boot menu shows the recipe's name
                       "title": build.recipe if "boot" in cls.reads else None,
-                      "needs": {n: keys[n] for n in cls.needs}})
+                      "needs": {n: keys[n] for n in cls.needs},
+                      # what the output is made from besides the tree: its templates, say
+                      **({"content": cls.content_digest()} if cls.content_digest() else {})})
         keys[name] = key
         steps.append(OutputStep(name, wanted[name], cls.needs, key))
     return BuildPlan(recipe, source or paths.recipes / f"{recipe.name}.yaml", paths, facts,

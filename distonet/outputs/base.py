@@ -77,6 +77,11 @@ class Output:
         REGISTRY[name] = cls
 
     @classmethod
+    def content_digest(cls) -> str | None:
+        """A digest of the files (templates) the output renders from, for its key; None if none."""
+        return None
+
+    @classmethod
     def files(cls, options) -> list[str]:
         """Files this output writes, relative to the recipe's output directory."""
         raise NotImplementedError

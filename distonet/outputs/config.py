@@ -32,6 +32,10 @@ class Config(Output):
     FILES = ("config/ganesha.conf", "config/exports", "config/dnsmasq.conf")
 
     @classmethod
+    def content_digest(cls) -> str:
+        return netboot.templates_digest()
+
+    @classmethod
     def files(cls, options) -> list[str]:
         return list(cls.FILES)
 

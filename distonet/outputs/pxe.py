@@ -46,6 +46,10 @@ class Pxe(Output):
     version = 1
 
     @classmethod
+    def content_digest(cls) -> str:
+        return netboot.templates_digest()
+
+    @classmethod
     def files(cls, options) -> list[str]:
         return list(FILES)
 

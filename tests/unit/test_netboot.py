@@ -125,3 +125,10 @@ def test_config_renders_the_site_side(paths, tmp_path):
 def test_serial_settings_from_the_console():
     assert netboot.serial_of("ttyS1,9600") == {"port": 1, "speed": 9600}
     assert netboot.serial_of("tty0") is None and netboot.serial_of(None) is None
+
+
+def test_a_template_change_remakes_pxe_and_config_only(paths, monkeypatch):
+    before = {o.name: o.key for o in node_plan(paths).outputs}
+    monkeypatch.setattr(netboot, "templates_digest", lambda: "changed")
+    after = {o.name: o.key for o in node_plan(paths).outputs}
+    assert sorted(n for n in before if before[n] != after[n]) == ["config", "pxe"]
