@@ -9,9 +9,7 @@ network whose DHCP points nodes at the TFTP/NFS server.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-TEMPLATES = Path(__file__).parent / "templates" / "netboot"
 DEFAULT_EXPORT = "/srv/distonet/{recipe}"
 
 
@@ -54,16 +52,10 @@ def serial_of(console: str | None) -> dict | None:
 
 def templates_digest() -> str:
     """The templates' content: a changed template remakes the pxe and config outputs."""
-    import hashlib
-    h = hashlib.sha256()
-    for f in sorted(TEMPLATES.glob("*.j2")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+    from . import templates
+    return templates.digest("netboot")
 
 
 def render(name: str, **values) -> str:
-    import jinja2
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                             autoescape=False)
-    return env.get_template(name).render(**values)
+    from . import templates
+    return templates.render(f"netboot/{name}", **values)

@@ -153,6 +153,11 @@ def wanted_outputs(recipe: Recipe) -> dict[str, Any]:
     return wanted
 
 
+def _section(recipe: Recipe, name: str):
+    value = getattr(recipe, name)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
 def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | None = None) -> BuildPlan:
     stages = plan_stages(recipe, facts)
     seal = stages[-1]
@@ -166,7 +171,7 @@ def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | Non
         cls = OUTPUTS[name]
         key = digest({"seal": seal.key, "output": name, "version": cls.version,
                       "options": wanted[name].model_dump(mode="json"),
-                      "reads": {r: getattr(recipe, r).model_dump(mode="json") for r in cls.reads},
+                      "reads": {r: _section(recipe, r) for r in cls.reads},
                       # the boot menu shows the recipe's name
                       "title": build.recipe if "boot" in cls.reads else None,
                       "needs": {n: keys[n] for n in cls.needs},

@@ -137,3 +137,31 @@ def test_qcow2_converts_the_disk_it_is_given(paths, tmp_path):
     (argv,) = runner.calls
     assert argv[:2] == ("qemu-img", "convert") and "-c" in argv and argv[-2] == str(raw)
     assert arts[0].format == "qcow2" and arts[0].virtual_size == 4096
+
+
+def test_libvirt_domain_validates_against_libvirts_schema(paths, tmp_path):
+    from distonet.host.run import run
+    write(paths.recipes, "vm", "extends: minimal\ndescription: \"a lab VM <with> 'quotes' & more\"\n"
+                              "outputs: {libvirt: {memory_mib: 4096, vcpus: 4}}\n")
+    plan = plan_of("vm", paths)
+    arts = REGISTRY["libvirt"].make(ctx_for(plan, "libvirt", tmp_path, run))  # the real virt-xml-validate
+    xml = (tmp_path / "out/libvirt.xml").read_text()
+    assert [a.kind for a in arts] == ["libvirt"]
+    assert "<os firmware='efi'>" in xml and "<memory unit='MiB'>4096</memory>" in xml
+    assert "<source file='/var/lib/libvirt/images/vm.qcow2'/>" in xml and "<target dev='vda' bus='virtio'/>" in xml
+    assert "&lt;with&gt; &#39;quotes&#39; &amp; more" in xml  # escaped, not a broken document
+    write(paths.recipes, "vm2", "extends: minimal\noutputs: {libvirt: {firmware: bios, bridge: br0}}\n")
+    REGISTRY["libvirt"].make(ctx_for(plan_of("vm2", paths), "libvirt", tmp_path, run))
+    xml = (tmp_path / "out/libvirt.xml").read_text()
+    assert "firmware='efi'" not in xml and "<source bridge='br0'/>" in xml
+
+
+def test_libvirt_refuses_a_document_the_schema_rejects(paths, tmp_path, monkeypatch):
+    from distonet.errors import BuildError
+    from distonet.host.run import run
+    import distonet.outputs.libvirt as lv
+    monkeypatch.setattr(lv, "domain_xml", lambda *a: "<domain type='kvm'><nonsense/></domain>")
+    write(paths.recipes, "vm", "extends: minimal\noutputs: {libvirt: {}}\n")
+    with pytest.raises(BuildError, match="does not pass libvirt's schema"):
+        REGISTRY["libvirt"].make(ctx_for(plan_of("vm", paths), "libvirt", tmp_path, run))
+    assert not (tmp_path / "out/libvirt.xml").exists()  # nothing half-made appears
