@@ -165,3 +165,23 @@ def test_libvirt_refuses_a_document_the_schema_rejects(paths, tmp_path, monkeypa
     with pytest.raises(BuildError, match="does not pass libvirt's schema"):
         REGISTRY["libvirt"].make(ctx_for(plan_of("vm", paths), "libvirt", tmp_path, run))
     assert not (tmp_path / "out/libvirt.xml").exists()  # nothing half-made appears
+
+
+def test_squashfs_is_made_by_mksquashfs_and_read_back_by_unsquashfs(paths, tmp_path):
+    import os
+    import subprocess
+    from distonet.host.run import run
+    tree = fake_tree(tmp_path / "tree")
+    (tree / "etc/secret").write_text("s")
+    os.chmod(tree / "etc/secret", 0o600)
+    (tree / "etc/link").symlink_to("os-release")
+    write(paths.recipes, "sq", "extends: minimal\noutputs: {squashfs: {level: 3}}\n")
+    plan = plan_of("sq", paths)
+    arts = REGISTRY["squashfs"].make(ctx_for(plan, "squashfs", tmp_path, run, tree=tree))  # the real mksquashfs
+    assert [(a.kind, a.path, a.format) for a in arts] == [("squashfs", "root.squashfs", "squashfs+zstd")]
+    image = tmp_path / "out/root.squashfs"
+    listing = subprocess.run(["unsquashfs", "-lln", str(image)], capture_output=True, text=True, check=True).stdout
+    assert any(l.startswith("-rw------- ") and l.endswith("/etc/secret") for l in listing.splitlines())
+    assert any(l.startswith("lrwxrwxrwx") and l.endswith("/etc/link -> os-release") for l in listing.splitlines())
+    info = subprocess.run(["unsquashfs", "-s", str(image)], capture_output=True, text=True, check=True).stdout
+    assert "Compression zstd" in info and "Block size 1048576" in info
