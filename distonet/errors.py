@@ -21,6 +21,13 @@ class CommandError(DistonetError):
     """An external command failed; the message shows it shell-quoted."""
     returncode: int | None = None
 
+    def failed(self, what: str) -> "BuildError":
+        """`what failed (exit N):` and the command's last lines (what follows the first line)."""
+        text = str(self)
+        tail = text.split("\n", 1)[1] if "\n" in text else ""
+        return BuildError(f"{what} failed" + (f" (exit {self.returncode})" if self.returncode else "")
+                          + (f":\n{tail}" if tail else ""))
+
 
 class ToolMissing(DistonetError):
     """A host tool needed for the build is not installed."""

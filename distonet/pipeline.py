@@ -53,7 +53,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     repositories = repository_facts(recipe, paths, offline_ok)
     initramfs = initramfs_facts(recipe, paths)
     elements = element_facts(recipe.dib.elements, recipe.dib.environment, dist.suite, str(dist.architecture),
-                             paths.element_dirs, recipe.name)
+                             paths.element_dirs, recipe.name, paths.cache)
     debs = []
     for name in recipe.apt.debs:
         f = next((d / name for d in paths.deb_dirs if (d / name).is_file()), None)

@@ -169,6 +169,7 @@ def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | Non
     steps, keys = [], {}
     for name in _topo(wanted):
         cls = OUTPUTS[name]
+        content = cls.content_digest()
         key = digest({"seal": seal.key, "output": name, "version": cls.version,
                       "options": wanted[name].model_dump(mode="json"),
                       "reads": {r: _section(recipe, r) for r in cls.reads},
@@ -176,7 +177,7 @@ def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | Non
                       "title": build.recipe if "boot" in cls.reads else None,
                       "needs": {n: keys[n] for n in cls.needs},
                       # what the output is made from besides the tree: its templates, say
-                      **({"content": cls.content_digest()} if cls.content_digest() else {})})
+                      **({"content": content} if content else {})})
         keys[name] = key
         steps.append(OutputStep(name, wanted[name], cls.needs, key))
     return BuildPlan(recipe, source or paths.recipes / f"{recipe.name}.yaml", paths, facts,

@@ -198,8 +198,7 @@ def load_tasks(names: list[str], offline_ok: bool = False):
 def _group_doc(basename: str) -> str:
     fixed = {"build": "build the recipes (recipe=a,b; default minimal)",
              "boot": "boot the recipes' disks under QEMU; results go to the manifest",
-             "manifest": "write manifest.json and SHA256SUMS; the new artifacts appear at once",
-             "bootstrap": "stage: debootstrap or mmdebstrap", "seal": "stage: the image's identity"}
+             "manifest": "write manifest.json and SHA256SUMS; the new artifacts appear at once"}
     if basename in fixed:
         return fixed[basename]
     if basename.startswith("packages."):
@@ -208,17 +207,8 @@ def _group_doc(basename: str) -> str:
     kind = next((k for k in sorted(STAGES, key=len, reverse=True)
                  if basename == k or basename.startswith(k + ".")), None)
     if kind:
-        return f"stage: {STAGE_DOCS.get(kind, kind)}" + (f" ({basename[len(kind) + 1:]})" if basename != kind else "")
+        return f"stage: {STAGES[kind].doc or kind}" + (f" ({basename[len(kind) + 1:]})" if basename != kind else "")
     return f"output: {basename}"
-
-
-STAGE_DOCS = {"repositories": "extra apt repositories, their keys and apt pins",
-              "hooks.pre-install": "the hooks' pre-install scripts", "hooks.post-install": "the hooks' post-install scripts",
-              "hooks.finalise": "the hooks' finalise scripts", "hooks.outside": "the hooks' scripts run on the host",
-              "overlay": "a site overlay", "system": "users, groups and system settings",
-              "elements": "diskimage-builder elements: pre-install, install, post-install",
-              "elements.finalise": "diskimage-builder elements: finalise",
-              "initramfs": "initramfs-tools hooks installed, the initrd rebuilt"}
 
 
 OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")

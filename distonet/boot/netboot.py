@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import log
 from ..errors import BuildError
 from ..host.ledger import Ledger
-from ..host.run import check_tools
+from ..host.run import check_tools, run
 from ..paths import Paths
 from .qemu import LOGIN, BootResult, firmware_args, pick_accel, qemu_argv, watch
 
@@ -68,9 +68,8 @@ def boot_pxe_nfs(out_dir: Path, firmware: str, export: str, *, paths: Paths | No
         work = Path(tmp)
         root = Path(export_root) if export_root else work / "root"
         root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["tar", "--extract", "--file", str(out_dir / "nfsroot.tar.zst"), "--directory", str(root),
-                        "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--use-compress-program=zstd"],
-                       check=True)
+        run(["tar", "--extract", "--file", str(out_dir / "nfsroot.tar.zst"), "--directory", str(root),
+             "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--use-compress-program=zstd"])
         ready = work / "ready"
         holder = ledger.spawn(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
                                "--kill-child", "sh", "-c", holder_script(export, root, ready)])
@@ -87,7 +86,7 @@ def boot_pxe_nfs(out_dir: Path, firmware: str, export: str, *, paths: Paths | No
         def mountd_up() -> bool:
             if ganesha.poll() is not None:
                 raise BuildError(f"netboot test: ganesha stopped: {glog.read_text()[-500:] if glog.exists() else ''}")
-            probe = subprocess.run(in_ns(ns, ["rpcinfo", "-p", "127.0.0.1"]), capture_output=True, text=True)
+            probe = run(in_ns(ns, ["rpcinfo", "-p", "127.0.0.1"]), check=False, capture=True)
             return " mountd" in probe.stdout and " nfs" in probe.stdout
         wait_until(mountd_up, 30, "nfs-ganesha")
 

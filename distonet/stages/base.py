@@ -64,6 +64,7 @@ class StageKind:
     kind: ClassVar[str]
     order: ClassVar[int]               # position in the chain (bootstrap 0 … seal 100)
     version: ClassVar[int] = 1         # bump when what the kind writes changes
+    doc: ClassVar[str] = ""            # one line for `doit list`
     tools: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kw):

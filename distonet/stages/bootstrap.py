@@ -68,6 +68,7 @@ def bootstrap_argv(inputs: Mapping[str, Any], host: HostFacts, tree: Path,
 
 class Bootstrap(StageKind):
     kind = "bootstrap"
+    doc = "debootstrap or mmdebstrap"
     order = 0
     version = 2
 

@@ -68,6 +68,7 @@ def failed_script(output: str, phase: str) -> str:
 
 class Elements(StageKind):
     kind = "elements"
+    doc = "diskimage-builder elements: pre-install, install, post-install"
     order = 30
     version = 1
     phases: tuple[str, ...] = CHROOT_PHASES
@@ -118,14 +119,11 @@ def _run_parts(ctx: StageContext, merged: Path, phase: str, env: dict) -> None:
     try:
         ctx.runner(chroot_argv(merged, [f"{HOOKS}/dib-run-parts", f"{HOOKS}/{phase}.d"], env))
     except CommandError as exc:
-        text = str(exc)
-        tail = text.split("\n", 1)[1] if "\n" in text else ""
-        raise BuildError(f"element script {failed_script(text, phase)} failed"
-                         + (f" (exit {exc.returncode})" if getattr(exc, "returncode", None) else "")
-                         + (f":\n{tail}" if tail else "")) from None
+        raise exc.failed(f"element script {failed_script(str(exc), phase)}") from None
 
 
 class ElementsFinalise(Elements):
     kind = "elements.finalise"
+    doc = "diskimage-builder elements: finalise"
     order = 65
     phases = FINAL_PHASES

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -86,23 +85,24 @@ def _run(ctx: StageContext, s: dict, argv: list[str], env: dict | None) -> None:
     try:
         ctx.runner(argv, env=env)
     except CommandError as exc:
-        tail = str(exc).split("\n", 1)[1] if "\n" in str(exc) else ""
-        raise BuildError(f"hook {s['set']}/{s['phase']}/{s['name']} failed"
-                         + (f" (exit {exc.returncode})" if getattr(exc, "returncode", None) else "")
-                         + (f":\n{tail}" if tail else "")) from None
+        raise exc.failed(f"hook {s['set']}/{s['phase']}/{s['name']}") from None
 
 
 class PreInstall(Hooks):
     kind, phase, order = "hooks.pre-install", "pre-install", 5
+    doc = "the hooks' pre-install scripts"
 
 
 class PostInstall(Hooks):
     kind, phase, order = "hooks.post-install", "post-install", 20
+    doc = "the hooks' post-install scripts"
 
 
 class Finalise(Hooks):
     kind, phase, order = "hooks.finalise", "finalise", 60
+    doc = "the hooks' finalise scripts"
 
 
 class Outside(Hooks):
     kind, phase, order = "hooks.outside", "outside", 70
+    doc = "the hooks' scripts run on the host"

@@ -26,6 +26,7 @@ def hook_files(d: Path) -> list[dict]:
 
 class Initramfs(StageKind):
     kind = "initramfs"
+    doc = "initramfs-tools hooks installed, the initrd rebuilt"
     order = 95
     version = 1
 

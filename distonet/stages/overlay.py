@@ -22,6 +22,7 @@ from .base import StageContext, StageKind
 
 class Overlay(StageKind):
     kind = "overlay"
+    doc = "a site overlay"
     order = 50
     version = 1
 

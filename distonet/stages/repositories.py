@@ -39,6 +39,7 @@ def update_argv(root: Path, name: str) -> list[str]:
 
 class Repositories(StageKind):
     kind = "repositories"
+    doc = "extra apt repositories, their keys and apt pins"
     order = 8
     version = 1
 

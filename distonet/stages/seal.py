@@ -116,6 +116,7 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
 
 class Seal(StageKind):
     kind = "seal"
+    doc = "the image's identity"
     order = 100
     version = 5
     tools = ("dpkg-query", "chpasswd")

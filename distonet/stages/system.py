@@ -14,6 +14,7 @@ from .base import StageContext, StageKind
 
 class System(StageKind):
     kind = "system"
+    doc = "users, groups and system settings"
     order = 90
     version = 1
     tools = ("groupadd", "useradd", "chpasswd")

@@ -155,3 +155,15 @@ def test_a_failing_element_script_is_named(paths, tmp_path, monkeypatch):
         run_elements(paths, tmp_path, monkeypatch, ["broken"], runner)
     assert not (tmp_path / "merged/tmp/in_target.d").exists()
     assert failed_script("nothing", "finalise") == "finalise.d"
+
+
+def test_package_installs_are_kept_per_content_for_the_next_load(paths, monkeypatch):
+    import distonet.elements as el
+    first = el.element_facts(("devuser",), {}, "trixie", "amd64", paths.element_dirs, "r", paths.cache)
+
+    def not_again(*a, **k):
+        raise AssertionError("squashed again although nothing changed")
+    monkeypatch.setattr(el, "package_installs", not_again)
+    assert el.element_facts(("devuser",), {}, "trixie", "amd64", paths.element_dirs, "r", paths.cache) == first
+    with pytest.raises(AssertionError, match="squashed again"):  # another environment is another result
+        el.element_facts(("devuser",), {"DIB_X": "1"}, "trixie", "amd64", paths.element_dirs, "r", paths.cache)
