@@ -10,7 +10,10 @@ cd "$here"
 host_packages="mmdebstrap debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin
 grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux passwd
 git openssh-client gnupg dpkg-dev ipxe-qemu pxelinux syslinux-common nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 tar
-libvirt-clients libxml2-utils squashfs-tools"
+libvirt-clients libxml2-utils squashfs-tools tgt cpio lsof"
+# Servers the netboot tests start themselves, in a private namespace: when set-up installs them,
+# they are not left running on the host.
+host_services="nfs-ganesha tgt"
 
 missing=""
 for p in $host_packages; do
@@ -20,6 +23,11 @@ if [ -n "$missing" ]; then
     echo "setup: installing host packages:$missing"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+    if [ -d /run/systemd/system ]; then
+        for s in $host_services; do
+            case " $missing " in *" $s "*) systemctl disable --now "$s" >/dev/null 2>&1 || true ;; esac
+        done
+    fi
 fi
 
 stamp=.venv/.distonet-installed

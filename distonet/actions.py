@@ -231,7 +231,7 @@ def boot(plan: BuildPlan) -> list:
     from .errors import BootError
     m = Manifest.load(plan.out_dir)
     kinds = {a.kind for a in m.artifacts}
-    disk, netboot = "disk" in kinds, "pxe" in kinds and {"nfsroot", "config"} <= kinds
+    disk, netboot = "disk" in kinds, {"pxe", "config"} <= kinds
     if not disk and not netboot:
         raise BootError(f"{plan.name}: the build has no disk.raw and no netboot outputs; nothing to boot",
                         hint=f"add `disk: {{}}` (or nfsroot, pxe and config) under outputs in {plan.source}")

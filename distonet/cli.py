@@ -1,4 +1,4 @@
-"""The `distonet` command: build, boot, list, show, check, clean, prune, deploy-lvm, elements, schema.
+"""The `distonet` command: build, boot, list, show, check, clean, prune, deploy-lvm, clones, elements, schema.
 
 `build` and `boot` run doit through its own API (DoitMain with a task loader), with the same
 tasks, names and state as `doit build recipe=X`; the other verbs call the library directly.
@@ -172,6 +172,30 @@ def cmd_elements(a) -> int:
     return 0
 
 
+def cmd_clones(a) -> int:
+    """Per-node layers for the site inventory's hosts of a recipe (clones.py)."""
+    _need_root()
+    from . import inventory
+    from .clones import make_clones
+    from .errors import RecipeError
+    from .paths import Paths
+    from .recipe import load_recipe, recipe_name
+    paths = Paths.default()
+    recipe = load_recipe(recipe_name(a.recipe), paths.search)
+    site = a.site or os.environ.get("DISTONET_SITE") or recipe.site
+    if not inventory.find(site, paths.site_dirs):
+        raise RecipeError(f"{recipe.name}: no inventory: sites/{site or '<site>'}/hosts.yaml",
+                          hint="name the site (--site NAME or site: in the recipe) whose hosts.yaml lists the nodes")
+    hosts = inventory.facts(site, paths.site_dirs, recipe.name, recipe.netboot.modes)["hosts"]
+    layers = a.layers or recipe.netboot.layers.format(recipe=recipe.name)
+    made = make_clones(hosts, layers, a.size_mib, tuple(a.reset))
+    if not made:
+        print(f"clones: no host of {recipe.name} boots nfs-persistent in sites/{site}/hosts.yaml")
+    for m in made:
+        print(f"{m.host:20} {m.path}  {'made' if m.made else 'kept'}")
+    return 0
+
+
 def cmd_schema(a) -> int:
     from .recipe import json_schema
     print(json.dumps(json_schema(), indent=2))
@@ -218,6 +242,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("lv")
     b.add_argument("--dry-run", action="store_true", help="print the commands only")
     b.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    b = verb("clones", cmd_clones, "make the per-node persistent layers of a recipe's hosts in the site "
+             "inventory (sites/SITE/hosts.yaml), beside the master, never copying it")
+    b.add_argument("recipe", metavar="NAME")
+    b.add_argument("--layers", metavar="DIR", help="where the layers go (default: the recipe's netboot.layers)")
+    b.add_argument("--size-mib", type=int, default=4096, help="each new layer's size (sparse)")
+    b.add_argument("--reset", action="append", default=[], metavar="HOST", help="replace this host's layer")
     verb("elements", cmd_elements, "the diskimage-builder elements recipes can name (dib.elements)")
     verb("schema", cmd_schema, "print the recipe JSON Schema")
     return p

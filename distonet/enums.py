@@ -15,9 +15,17 @@ class Firmware(StrEnum):
 
 
 class NetbootMode(StrEnum):
-    """How a diskless node gets its root: NFS, read-only, with a tmpfs layer (the persistent
-    layers and iSCSI come with the rest of the diskless work)."""
-    nfs = "nfs"
+    """How a diskless node gets its root, always read-only under a writable union layer."""
+    nfs = "nfs"                         # root over NFS, changes in RAM (tmpfs)
+    nfs_persistent = "nfs-persistent"   # root over NFS, changes in the node's layer on NFS
+    iscsi = "iscsi"                     # root on an iSCSI LUN (CHAP), changes in RAM
+
+
+class Chap(StrEnum):
+    """iSCSI authentication: none, the target checks the node (one-way), or both check (mutual)."""
+    none = "none"
+    one_way = "one-way"
+    mutual = "mutual"
 
 
 class Variant(StrEnum):

@@ -1,16 +1,20 @@
-"""What a diskless node is told to boot: one menu entry per netboot mode, rendered into the
-pxelinux, GRUB and iPXE files of the pxe output from the templates in templates/netboot/.
+"""What a diskless node is told to boot: one menu entry per netboot mode, and one entry per host
+of the site's inventory, rendered into the pxelinux, GRUB and iPXE files of the pxe output from
+the templates in templates/netboot/.
 
-The NFS server is the DHCP boot server (next-server) unless the site names one: initramfs-tools
-takes ROOTSERVER from DHCP when `nfsroot=` has no server part, so a menu made once serves any
-network whose DHCP points nodes at the TFTP/NFS server.
+The servers are the DHCP boot server (next-server) unless the recipe names one: initramfs-tools
+takes ROOTSERVER from DHCP when `nfsroot=` has no server part, and hooks/initramfs/iscsi does the
+same for the iSCSI portal, so a menu made once serves any network whose DHCP points nodes at it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_EXPORT = "/srv/distonet/{recipe}"
+TITLES = {"nfs": "root over NFS (read-only), changes in RAM",
+          "nfs-persistent": "root over NFS (read-only), changes kept in the node's layer on NFS",
+          "iscsi": "root on iSCSI (read-only), changes in RAM"}
 
 
 @dataclass(frozen=True)
@@ -18,28 +22,91 @@ class Entry:
     label: str
     title: str
     cmdline: str
+    initrds: tuple[str, ...] = field(default=())   # loaded after the initrd (pxe/ paths)
 
 
 def export_path(template: str | None, recipe: str) -> str:
     return (template or DEFAULT_EXPORT).format(recipe=recipe)
 
 
-def nfs_cmdline(export: str, server: str | None, console: str | None, extra: tuple[str, ...]) -> list[str]:
+def target_name(iqn: str, recipe: str) -> str:
+    return f"{iqn}:{recipe}"
+
+
+def initiator_name(iqn: str, hostname: str) -> str:
+    return f"{iqn}:{hostname.lower().replace('_', '-')}"
+
+
+def chap_cpio(recipe: str) -> str:
+    return f"iscsi/{recipe}.cpio"
+
+
+def layer_dir(layers: str, recipe: str, hostname: str) -> str:
+    return f"{layers.format(recipe=recipe).rstrip('/')}/{hostname}"
+
+
+def nfs_cmdline(export: str, server: str | None, union: str = "tmpfs") -> list[str]:
     root = f"{server}:{export}" if server else export
-    args = ["root=/dev/nfs", f"nfsroot={root},vers=3,tcp", "ip=dhcp", "boot=nfs", "ro", "distonet.union=tmpfs"]
-    if console:
-        args += ["console=tty0", f"console={console}"]
-    return args + list(extra)
+    return ["root=/dev/nfs", f"nfsroot={root},vers=3,tcp", "ip=dhcp", "boot=nfs", "ro", f"distonet.union={union}"]
 
 
-def entries(recipe: str, modes, export: str, server: str | None, console: str | None,
-            extra: tuple[str, ...]) -> list[Entry]:
-    out = []
-    for mode in modes:
-        if str(mode) == "nfs":
-            out.append(Entry("nfs", f"{recipe}: root over NFS (read-only), changes in RAM",
-                             " ".join(nfs_cmdline(export, server, console, extra))))
-    return out
+def iscsi_cmdline(root_uuid: str, target: str, server: str | None, port: int) -> list[str]:
+    # The LUN is shared by every node: mounted read-only without replaying a journal, never checked.
+    args = [f"root=UUID={root_uuid}", f"iscsi_target_name={target}"]
+    args += [f"iscsi_target_ip={server}"] if server else []
+    args += [f"iscsi_target_port={port}"] if port != 3260 else []
+    return args + ["ip=dhcp", "ro", "rootflags=noload", "fsck.mode=skip", "distonet.union=tmpfs"]
+
+
+def mode_args(mode: str, recipe: str, netboot, root_uuid: str, hostname: str | None = None) -> list[str]:
+    """The kernel arguments of one mode; `hostname` for a host's own entry (else from DHCP)."""
+    server = netboot.server
+    if mode == "nfs":
+        return nfs_cmdline(export_path(netboot.export, recipe), server)
+    if mode == "nfs-persistent":
+        layer = layer_dir(netboot.layers, recipe, hostname or "@HOSTNAME@")
+        return nfs_cmdline(export_path(netboot.export, recipe), server, f"nfs:{layer}")
+    if mode == "iscsi":
+        args = iscsi_cmdline(root_uuid, target_name(netboot.iscsi.iqn, recipe), server, netboot.iscsi.port)
+        return args + ([f"iscsi_initiator={initiator_name(netboot.iscsi.iqn, hostname)}"] if hostname else [])
+    raise ValueError(f"unknown netboot mode {mode}")
+
+
+def _initrds(mode: str, recipe: str, netboot) -> tuple[str, ...]:
+    return (chap_cpio(recipe),) if mode == "iscsi" and str(netboot.iscsi.chap) != "none" else ()
+
+
+def _console(console: str | None) -> list[str]:
+    return ["console=tty0", f"console={console}"] if console else []
+
+
+def entries(recipe: str, netboot, root_uuid: str, console: str | None, extra: tuple[str, ...]) -> list[Entry]:
+    """The recipe's menu: one entry per mode, the first the default."""
+    return [Entry(str(mode), f"{recipe}: {TITLES[str(mode)]}",
+                  " ".join(mode_args(str(mode), recipe, netboot, root_uuid) + _console(console) + list(extra)),
+                  _initrds(str(mode), recipe, netboot))
+            for mode in netboot.modes]
+
+
+def host_entry(host: dict, recipe: str, netboot, root_uuid: str, console: str | None,
+               extra: tuple[str, ...]) -> Entry:
+    """A host's own entry (inventory.py): its mode, its layer and initiator, its arguments."""
+    mode = host["mode"]
+    args = mode_args(mode, recipe, netboot, root_uuid, host["hostname"])
+    return Entry(host["hostname"], f"{host['hostname']}: {recipe}, {TITLES[mode]}",
+                 " ".join(args + _console(console) + list(extra) + list(host.get("args", ()))),
+                 _initrds(mode, recipe, netboot))
+
+
+def mac_dashes(mac: str) -> str:
+    return mac.lower().replace(":", "-")
+
+
+def host_files(mac: str) -> dict[str, str]:
+    """Where each loader looks for a machine's own configuration (pxe/ paths, by template)."""
+    return {"pxelinux.cfg.j2": f"pxe/pxelinux.cfg/01-{mac_dashes(mac)}",
+            "grub.cfg.j2": f"pxe/grub/grub.cfg-01-{mac_dashes(mac)}",
+            "boot.ipxe.j2": f"pxe/hosts/{mac_dashes(mac)}.ipxe"}
 
 
 def serial_of(console: str | None) -> dict | None:
@@ -59,3 +126,22 @@ def templates_digest() -> str:
 def render(name: str, **values) -> str:
     from . import templates
     return templates.render(f"netboot/{name}", **values)
+
+
+def menus(recipe: str, boot, netboot, root_uuid: str, hosts=()) -> dict[str, str]:
+    """Every menu file of the pxe tree: the recipe's three, then each host's three."""
+    extra = tuple(boot.cmdline)
+    common = dict(recipe=recipe, serial=serial_of(boot.console), kernel="vmlinuz", initrd="initrd.img")
+    grub = {"kernel": "/vmlinuz", "initrd": "/initrd.img"}
+
+    def three(entries_: list[Entry], files: dict[str, str], host: str | None) -> dict[str, str]:
+        values = {**common, "entries": entries_, "host": host}
+        return {rel: render(t, **{**values, **(grub if t.startswith("grub") else {})}) for t, rel in files.items()}
+
+    out = three(entries(recipe, netboot, root_uuid, boot.console, extra),
+                {"pxelinux.cfg.j2": "pxe/pxelinux.cfg/default", "grub.cfg.j2": "pxe/grub/grub.cfg",
+                 "boot.ipxe.j2": "pxe/boot.ipxe"}, None)
+    for h in hosts:
+        out.update(three([host_entry(h, recipe, netboot, root_uuid, boot.console, extra)],
+                         host_files(h["mac"]), h["hostname"]))
+    return out

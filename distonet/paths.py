@@ -85,5 +85,10 @@ class Paths:
     def site_dirs(self) -> tuple[Path, ...]:
         return tuple(dict.fromkeys(d.parent / "sites" for d in self.search))
 
+    @property
+    def secrets(self) -> Path:
+        """secrets/ beside the first recipe directory: CHAP credentials (mode 0600, never in git)."""
+        return Path(os.environ.get("DISTONET_SECRETS", Path(self.recipes).parent / "secrets"))
+
     def recipe_output(self, recipe: str) -> Path:
         return self.output / recipe

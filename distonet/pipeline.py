@@ -18,6 +18,7 @@ from .host.archive import check_error, missing_packages, package_names
 from .host.apt import archive_state, default_mirror, default_security_mirror
 from .paths import Paths
 from .elements import element_facts
+from .enums import NetbootMode
 from .plan import BuildPlan, PlanFacts, make_plan
 from .recipe import Recipe, load_recipe, recipe_name, recipe_path
 
@@ -52,6 +53,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     hooks = hook_facts(recipe, paths)
     repositories = repository_facts(recipe, paths, offline_ok)
     initramfs = initramfs_facts(recipe, paths)
+    netboot = netboot_facts(recipe, paths, site)
     elements = element_facts(recipe.dib.elements, recipe.dib.environment, dist.suite, str(dist.architecture),
                              paths.element_dirs, recipe.name, paths.cache)
     debs = []
@@ -69,7 +71,8 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
     return PlanFacts(mirror=mirror, archive=archive, security_mirror=sec_mirror, proxy=proxy,
                      updates=updates, security=security, overlays=overlays, site=site,
                      hooks=tuple(hooks), hook_vars=hook_vars, repositories=tuple(repositories),
-                     debs=tuple(debs), elements=elements, initramfs=tuple(initramfs))
+                     debs=tuple(debs), elements=elements, initramfs=tuple(initramfs),
+                     netboot=netboot)
 
 
 def repository_facts(recipe: Recipe, paths: Paths, offline_ok: bool) -> list[dict]:
@@ -128,10 +131,24 @@ def hook_facts(recipe: Recipe, paths: Paths) -> list[dict]:
     return scripts
 
 
+def netboot_facts(recipe: Recipe, paths: Paths, site: str | None) -> dict:
+    """The inventory's hosts of this recipe and its CHAP credentials (made the first time)."""
+    from . import chap, inventory
+    modes = recipe.netboot.modes
+    if not modes:
+        return {}
+    facts_ = inventory.facts(site, paths.site_dirs, recipe.name, modes)
+    facts_["chap"] = chap.facts(paths.secrets, recipe.name, recipe.netboot.iscsi.chap) \
+        if NetbootMode.iscsi in modes else None
+    return facts_
+
+
 def initramfs_facts(recipe: Recipe, paths: Paths) -> list[dict]:
-    """The initramfs hook sets the recipe needs (netboot modes need `union`), found and digested."""
-    from .stages.initramfs import NETROOT, UNION, hook_files
+    """The initramfs hook sets the recipe needs (netboot modes need `union`, iscsi `iscsi`),
+    found and digested."""
+    from .stages.initramfs import ISCSI, NETROOT, UNION, hook_files
     names = [NETROOT, UNION] if recipe.netboot.modes else []
+    names += [ISCSI] if NetbootMode.iscsi in recipe.netboot.modes else []
     out = []
     for name in names:
         d = find_dir(name, paths.initramfs_dirs, f"{recipe.name}: netboot: no initramfs hook set")

@@ -44,6 +44,8 @@ class PlanFacts:
     elements: Mapping[str, Any] = field(default_factory=dict)
     # initramfs hook sets: {name, dir, files: [{path, sha256}]} (stages/initramfs.py)
     initramfs: tuple[Mapping[str, Any], ...] = ()
+    # the site's side of netboot: inventory hosts of this recipe, CHAP credentials' digest
+    netboot: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,8 @@ def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | Non
     root_uuid = seal.inputs["root_uuid"]
     esp = root_uuid.replace("-", "")[:8].upper()
     build = BuildFacts(recipe=recipe.name, root_uuid=root_uuid, esp_id=f"{esp[:4]}-{esp[4:]}",
-                       cmdline=tuple(kernel_cmdline(root_uuid, recipe.boot.cmdline, recipe.boot.console)))
+                       cmdline=tuple(kernel_cmdline(root_uuid, recipe.boot.cmdline, recipe.boot.console)),
+                       netboot=facts.netboot)
     wanted = wanted_outputs(recipe)
     steps, keys = [], {}
     for name in _topo(wanted):
@@ -176,6 +179,8 @@ def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | Non
                       # the boot menu shows the recipe's name
                       "title": build.recipe if "boot" in cls.reads else None,
                       "needs": {n: keys[n] for n in cls.needs},
+                      # the inventory's hosts and the CHAP credentials (by digest) shape the netboot files
+                      "site": facts.netboot if "netboot" in cls.reads else None,
                       # what the output is made from besides the tree: its templates, say
                       **({"content": content} if content else {})})
         keys[name] = key

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .enums import KNOWN_COMPONENTS, KNOWN_SUITES, Architecture, BootstrapTool, Firmware, NetbootMode, Variant
+from .enums import KNOWN_COMPONENTS, KNOWN_SUITES, Architecture, BootstrapTool, Chap, Firmware, NetbootMode, Variant
 from .errors import RecipeError
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
@@ -80,14 +80,28 @@ class Apt(Model):
                                                          "after the layers (packages.purge)")
 
 
+class Iscsi(Model):
+    iqn: str = Field("iqn.2026-11.invalid.distonet", pattern=r"^iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+$",
+                     description="the site's naming authority (iqn.YYYY-MM.reversed.domain): the target is "
+                                 "IQN:RECIPE, a node's initiator IQN:HOSTNAME; set your own")
+    chap: Chap = Field(Chap.one_way, description="none, one-way (the target checks the node) or mutual; the "
+                                                 "secrets stay off the kernel command line (docs/netboot.md)")
+    port: int = Field(3260, ge=1, le=65535)
+
+
 class Netboot(Model):
     modes: tuple[NetbootMode, ...] = Field(
-        (), description="diskless boot modes the PXE menu offers: nfs (read-only root over NFS, "
-                        "changes in a tmpfs layer); the initrd gets hooks/initramfs/union")
+        (), description="diskless boot modes the PXE menu offers: nfs (read-only root over NFS, changes "
+                        "in RAM), nfs-persistent (changes in the node's layer on NFS), iscsi (root on an "
+                        "iSCSI LUN, changes in RAM); the initrd gets hooks/initramfs/{netroot,union,iscsi}")
     export: Optional[str] = Field(None, pattern=r"^/[A-Za-z0-9._/{}-]*$",
                                   description="the root's path as nodes mount it; default /srv/distonet/{recipe}")
     server: Optional[str] = Field(None, pattern=r"^[0-9A-Za-z.:-]+$",
-                                  description="NFS server address; default: the DHCP boot server (next-server)")
+                                  description="NFS and iSCSI server address; default: the DHCP boot server (next-server)")
+    layers: str = Field("/srv/distonet/layers/{recipe}", pattern=r"^/[A-Za-z0-9._/{}-]*$",
+                        description="nfs-persistent: where each node's layer lives on the NFS server "
+                                    "(LAYERS/HOSTNAME/layer.ext4, made by distonet clones)")
+    iscsi: Iscsi = Iscsi()
 
 
 class Dib(Model):
@@ -372,6 +386,10 @@ def _check_semantics(recipe: Recipe, path: Path) -> None:
     if recipe.enabled_outputs().keys() & {"pxe", "config"} and not recipe.netboot.modes:
         raise RecipeError(f"{path}: outputs.pxe/config: the recipe enables no netboot.modes",
                           hint="add netboot: {modes: [nfs]}")
+    if NetbootMode.iscsi in recipe.netboot.modes and not any(
+            "open-iscsi" in pkgs for pkgs in (recipe.kernel.initramfs, *recipe.packages.values())):
+        raise RecipeError(f"{path}: netboot.modes: iscsi needs open-iscsi in the image (its initramfs hook logs in)",
+                          hint="add open-iscsi to kernel.initramfs")
     if "distonet" in recipe.vars:
         raise RecipeError(f"{path}: vars.distonet: reserved for build facts ({{{{ distonet.recipe }}}} …)")
     named = {"recommends": recipe.apt.recommends if isinstance(recipe.apt.recommends, tuple) else (),
@@ -413,11 +431,12 @@ def _validate(data: dict, path: Path) -> Recipe:
         raise RecipeError("\n".join(lines)) from None
 
 
-def _describe(err: dict, path: Path) -> str:
+def _describe(err: dict, path: Path, model: type[BaseModel] | None = None) -> str:
+    """One pydantic error as `FILE: KEY: what is wrong, got VALUE` (secrets never shown)."""
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
-        valid = _keys_at(Recipe, loc[:-1])
+        valid = _keys_at(model or Recipe, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
         what = "unknown output kind" if loc[:1] == ("outputs",) and len(loc) == 2 else "unknown key"

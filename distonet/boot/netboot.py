@@ -1,16 +1,23 @@
 """Boot a recipe's diskless artifacts the way a node on the site's network would: PXE from the
-generated pxe/ tree, the root over NFS from nfs-ganesha started with the generated config.
+generated pxe/ tree, the root over NFS from nfs-ganesha or on an iSCSI LUN from tgtd, each started
+with the generated config/ files, so a passing boot proves the shipped configurations.
 
 Everything stays on this machine. The servers run in a private network namespace that has only
-loopback (and a private mount namespace, for rpcbind's /run and the export path); QEMU runs in
-the same namespace, and its user-mode network gives the guest DHCP, TFTP of the pxe tree and the
-host side at 10.0.2.2, which is that namespace's loopback. Every process is started through the
-ledger, so an interrupted test or build ends them (by PID, with the namespace's holder last).
+loopback (and a private mount namespace, for their /run and the paths the configs name); QEMU
+runs in the same namespace, and its user-mode network gives the guest DHCP, TFTP and the host
+side at 10.0.2.2, which is that namespace's loopback. Every process is started through the
+ledger with a parent-death signal, so an interrupted (even SIGKILLed) test or build leaves no
+server, VM or namespace behind.
+
+`Lab` starts the servers once; `Lab.boot` boots one node (a firmware, a mode, a MAC address and
+a DHCP host name) as often as a test needs, so nodes can reboot and share one server.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -24,20 +31,36 @@ from ..paths import Paths
 from .qemu import LOGIN, BootResult, firmware_args, pick_accel, qemu_argv, watch
 
 BOOTFILE = {"bios": "pxelinux.0", "uefi": "grubnetx64.efi"}
-SERVER_TOOLS = ["unshare", "nsenter", "rpcbind", "rpcinfo", "ganesha.nfsd", "tar", "zstd", "ip"]
-# A tmpfs is laid over the export path's top folder inside the namespace, so making the path
+NFS_TOOLS = ["rpcbind", "rpcinfo", "ganesha.nfsd", "tar", "zstd"]
+ISCSI_TOOLS = ["tgtd", "tgt-admin", "tgtadm"]
+# A tmpfs is laid over each served path's top folder inside the namespace, so making the paths
 # changes nothing on the host; these tops would hide what the servers themselves need.
 UNSAFE_TOPS = {"/", "/tmp", "/run", "/proc", "/sys", "/dev", "/usr", "/etc", "/var", "/lib", "/bin", "/sbin"}
+# What a failed iSCSI login prints in the initramfs: the boot is over, no need to wait for root.
+ISCSI_FAILED = r"iscsistart: .*(login failed|authoriz|[Aa]uthentication)[^\n]*"
 
 
-def holder_script(export: str, root: Path, ready: Path) -> str:
-    top = "/" + export.strip("/").split("/")[0]
-    if top in UNSAFE_TOPS or str(root).startswith(top + "/"):
-        raise BuildError(f"netboot test: cannot serve {root} at {export} (its top folder {top} is needed)")
+def _top(path: str) -> str:
+    return "/" + path.strip("/").split("/")[0]
+
+
+def holder_script(binds: list[tuple[Path, str]], ready: Path) -> str:
+    """The namespace's first process: loopback up, a private /run, each (host path → served
+    path) bound where the configs expect it, then wait to be ended."""
     q = shlex.quote
-    return (f"set -e; ip link set lo up; mount -t tmpfs tmpfs /run; mkdir -p /run/rpcbind; "
-            f"mount -t tmpfs tmpfs {q(top)}; mkdir -p {q(export)}; mount --bind {q(str(root))} {q(export)}; "
-            f"touch {q(str(ready))}; exec sleep infinity")
+    steps = ["set -e", "ip link set lo up", "mount -t tmpfs tmpfs /run", "mkdir -p /run/rpcbind"]
+    for top in dict.fromkeys(_top(target) for _, target in binds):
+        steps.append(f"mount -t tmpfs tmpfs {q(top)}")
+    for source, target in binds:
+        top = _top(target)
+        if top in UNSAFE_TOPS or str(source).startswith(top + "/"):
+            raise BuildError(f"netboot test: cannot serve {source} at {target} (its top folder {top} is needed)")
+        if Path(source).is_dir():
+            steps.append(f"mkdir -p {q(target)}; mount --bind {q(str(source))} {q(target)}")
+        else:
+            # A link, not a bind: tgt-admin takes a file that is a mount point for one in use.
+            steps.append(f"mkdir -p {q(str(Path(target).parent))}; ln -s {q(str(source))} {q(target)}")
+    return "; ".join(steps + [f"touch {q(str(ready))}", "exec sleep infinity"])
 
 
 def in_ns(pid: int, argv: list[str]) -> list[str]:
@@ -53,57 +76,173 @@ def wait_until(check, timeout: float, what: str) -> None:
     raise BuildError(f"netboot test: {what} did not start within {timeout:.0f}s")
 
 
-def boot_pxe_nfs(out_dir: Path, firmware: str, export: str, *, paths: Paths | None = None,
-                 marker: str = LOGIN, timeout: float = 400, console_session=None,
-                 log_dir: Path | None = None, hostname: str | None = None,
-                 export_root: Path | None = None) -> BootResult:
-    """PXE-boot `out_dir`'s pxe/ tree with `firmware`, its root over NFS from ganesha serving
-    nfsroot.tar.zst (unpacked into `export_root`, or a temporary folder) with config/ganesha.conf,
-    until `marker` (then `console_session`). QEMU's DHCP gives the node `hostname` if set."""
-    paths = paths or Paths.default()
-    out_dir = Path(out_dir).resolve()  # the servers start in another mount namespace, cwd "/"
-    check_tools(["qemu-system-x86_64", *SERVER_TOOLS])
-    name = f"pxe-nfs/{firmware}"
-    with tempfile.TemporaryDirectory(prefix="distonet-netboot-") as tmp, Ledger(paths.ledger) as ledger:
-        work = Path(tmp)
-        root = Path(export_root) if export_root else work / "root"
-        root.mkdir(parents=True, exist_ok=True)
-        run(["tar", "--extract", "--file", str(out_dir / "nfsroot.tar.zst"), "--directory", str(root),
-             "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--use-compress-program=zstd"])
-        ready = work / "ready"
-        holder = ledger.spawn(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
-                               "--kill-child", "sh", "-c", holder_script(export, root, ready)])
+def unpack(tarball: Path, dest: Path) -> None:
+    run(["tar", "--extract", "--file", str(tarball), "--directory", str(dest), "--numeric-owner",
+         "--xattrs", "--xattrs-include=*", "--acls", "--use-compress-program=zstd"])
+
+
+class Lab:
+    """The site's servers for one recipe's outputs (`out_dir`), in a private namespace.
+
+    nfs: `export` is the path nodes mount; the root is nfsroot.tar.zst unpacked into
+    `export_root` (or a temporary folder). layers: the nfs-persistent path, served from
+    `layers_root`. lun: the iSCSI LUN's path in config/tgt/, served from rootfs.img."""
+
+    def __init__(self, out_dir: Path, *, paths: Paths | None = None, export: str | None = None,
+                 export_root: Path | None = None, layers: str | None = None, layers_root: Path | None = None,
+                 lun: str | None = None, tgt_conf: Path | None = None, log_dir: Path | None = None):
+        self.out = Path(out_dir).resolve()  # the servers start in another mount namespace, cwd "/"
+        self.paths = paths or Paths.default()
+        self.export, self.export_root = export, export_root
+        self.layers, self.layers_root = layers, layers_root
+        self.lun, self.tgt_conf = lun, tgt_conf
+        self.log_dir = log_dir
+        self.boots = 0
+
+    def __enter__(self) -> "Lab":
+        check_tools(["qemu-system-x86_64", "unshare", "nsenter", "ip",
+                     *(NFS_TOOLS if self.export else []), *(ISCSI_TOOLS if self.lun else [])])
+        self._tmp = tempfile.TemporaryDirectory(prefix="distonet-netboot-")
+        self.work = Path(self._tmp.name)
+        self.ledger = Ledger(self.paths.ledger).__enter__()
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.ledger.__exit__(*exc)   # QEMU, the servers, then the namespace's holder
+        finally:
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                for name in ("ganesha.log", "tgtd.log"):
+                    if (self.work / name).exists():
+                        shutil.copyfile(self.work / name, self.log_dir / f"boot-netboot-{name}")
+            self._tmp.cleanup()
+
+    def _start(self) -> None:
+        binds: list[tuple[Path, str]] = []
+        if self.export:
+            root = Path(self.export_root) if self.export_root else self.work / "root"
+            root.mkdir(parents=True, exist_ok=True)
+            unpack(self.out / "nfsroot.tar.zst", root)
+            binds.append((root, self.export))
+        if self.layers:
+            self.layers_root = Path(self.layers_root or self.work / "layers")
+            self.layers_root.mkdir(parents=True, exist_ok=True)
+            binds.append((self.layers_root, self.layers))
+        if self.lun:
+            binds.append((self.out / "rootfs.img", self.lun))
+        ready = self.work / "ready"
+        holder = self.ledger.spawn(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
+                                    "--kill-child", "sh", "-c", holder_script(binds, ready)])
         wait_until(lambda: ready.exists() or holder.poll() is not None, 10, "the network namespace")
         if holder.poll() is not None:
             raise BuildError("netboot test: the network namespace could not be made")
-        ns = holder.pid
-        ledger.spawn(in_ns(ns, ["rpcbind", "-f", "-w"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        glog = work / "ganesha.log"
-        ganesha = ledger.spawn(in_ns(ns, ["ganesha.nfsd", "-F", "-f", str(out_dir / "config/ganesha.conf"),
-                                          "-L", str(glog), "-p", str(work / "ganesha.pid")]),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ns = holder.pid
+        if self.export:
+            self._start_nfs()
+        if self.lun:
+            self._start_iscsi()
+
+    def _start_nfs(self) -> None:
+        self.ledger.spawn(in_ns(self.ns, ["rpcbind", "-f", "-w"]),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        glog = self.work / "ganesha.log"
+        ganesha = self.ledger.spawn(in_ns(self.ns, ["ganesha.nfsd", "-F", "-f", str(self.out / "config/ganesha.conf"),
+                                                    "-L", str(glog), "-p", str(self.work / "ganesha.pid")]),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def mountd_up() -> bool:
             if ganesha.poll() is not None:
                 raise BuildError(f"netboot test: ganesha stopped: {glog.read_text()[-500:] if glog.exists() else ''}")
-            probe = run(in_ns(ns, ["rpcinfo", "-p", "127.0.0.1"]), check=False, capture=True)
+            probe = run(in_ns(self.ns, ["rpcinfo", "-p", "127.0.0.1"]), check=False, capture=True)
             return " mountd" in probe.stdout and " nfs" in probe.stdout
         wait_until(mountd_up, 30, "nfs-ganesha")
 
-        accel = pick_accel(ledger, paths.cache, out_dir / "vmlinuz")
-        console = work / "console.log"
-        sock = work / "serial.sock" if console_session else None
+    def _start_iscsi(self) -> None:
+        tlog = self.work / "tgtd.log"
+        with open(tlog, "w") as fh:
+            tgtd = self.ledger.spawn(in_ns(self.ns, ["tgtd", "-f", "--iscsi", "portal=127.0.0.1:3260"]),
+                                     stdout=fh, stderr=subprocess.STDOUT)
+
+        def tgtd_up() -> bool:
+            if tgtd.poll() is not None:
+                raise BuildError(f"netboot test: tgtd stopped: {tlog.read_text()[-500:]}")
+            return run(in_ns(self.ns, ["tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show"]),
+                       check=False, capture=True).returncode == 0
+        wait_until(tgtd_up, 15, "tgtd")
+        run(in_ns(self.ns, ["tgt-admin", "--conf", str(self.tgt_conf), "--execute"]), capture=True)
+
+    def tftp_tree(self, mode: str, mac: str, swap: dict[str, Path] | None = None) -> Path:
+        """The pxe/ tree as the site serves it, plus what a site's inventory would give a machine
+        with `mac` that boots `mode` (unless the tree has an entry of its own for it): files
+        linked, not copied. `swap` replaces files (a test's wrong credentials)."""
+        from ..netboot import mac_dashes
+        self.boots += 1
+        tree = self.work / f"tftp-{self.boots}"
+        src = self.out / "pxe"
+        for f in src.rglob("*"):
+            if f.is_file():
+                dest = tree / f.relative_to(src)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.symlink_to(f)
+        for rel, path in (swap or {}).items():
+            (tree / rel).unlink(missing_ok=True)
+            (tree / rel).symlink_to(path)
+        mine = f"01-{mac_dashes(mac)}"
+        if not (tree / "pxelinux.cfg" / mine).exists():
+            menu = (src / "pxelinux.cfg/default").read_text()
+            (tree / "pxelinux.cfg" / mine).write_text(re.sub(r"(?m)^DEFAULT .*$", f"DEFAULT {mode}", menu))
+        if not (tree / "grub" / f"grub.cfg-{mine}").exists():
+            (tree / "grub" / f"grub.cfg-{mine}").write_text(f"set default={mode}\n"
+                                                            + (src / "grub/grub.cfg").read_text())
+        return tree
+
+    def layer(self, hostname: str, size_mib: int = 1024) -> Path:
+        """The node's persistent layer (clones.py), made if missing, as `distonet clones` would."""
+        from ..clones import make_layer
+        return make_layer(self.layers_root / hostname, size_mib)[0]
+
+    def boot(self, firmware: str, mode: str, *, hostname: str | None = None, mac: str = "52:54:00:12:34:56",
+             marker: str = LOGIN, timeout: float = 400, console_session=None,
+             swap: dict[str, Path] | None = None) -> BootResult:
+        """PXE-boot one node until `marker` (then `console_session(socket)` is true). QEMU's DHCP
+        gives it `hostname`; a failed iSCSI login ends the boot at once, reported in `failure`."""
+        tree = self.tftp_tree(mode, mac, swap)
+        name = f"pxe-{mode}/{firmware}"
+        if mode == "nfs-persistent" and hostname:
+            self.layer(hostname)
+        accel = pick_accel(self.ledger, self.paths.cache, self.out / "vmlinuz")
+        console = self.work / f"console-{self.boots}.log"
+        sock = self.work / f"serial-{self.boots}.sock" if console_session else None
         named = f",hostname={hostname}" if hostname else ""
-        net = ["-netdev", f"user,id=net0,tftp={out_dir / 'pxe'},bootfile={BOOTFILE[firmware]}{named}",
-               "-device", "virtio-net-pci,netdev=net0", "-boot", "n"]
-        argv = in_ns(ns, qemu_argv(accel, console, serial_socket=sock) + firmware_args(firmware, work) + net)
+        net = ["-netdev", f"user,id=net0,tftp={tree},bootfile={BOOTFILE[firmware]}{named}",
+               "-device", f"virtio-net-pci,netdev=net0,mac={mac}", "-boot", "n"]
+        argv = in_ns(self.ns, qemu_argv(accel, console, serial_socket=sock) + firmware_args(firmware, self.work) + net)
         with log.step(f"boot {name} ({accel}), waiting for /{marker}/"):
-            reached, seconds = watch(ledger, argv, console, marker, timeout,
-                                     after=(lambda: console_session(sock)) if sock else None)
+            reached, seconds, failure = watch(self.ledger, argv, console, marker, timeout,
+                                              after=(lambda: console_session(sock)) if sock else None,
+                                              fail=ISCSI_FAILED)
         text = console.read_text(errors="replace") if console.exists() else ""
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            (log_dir / f"boot-{name.replace('/', '-')}.log").write_text(text)
-            if glog.exists():
-                (log_dir / "boot-pxe-nfs-ganesha.log").write_text(glog.read_text(errors="replace"))
-    return BootResult(name, reached, round(seconds, 1), accel, text)
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / f"boot-{name.replace('/', '-')}.log").write_text(text)
+        return BootResult(name, reached, round(seconds, 1), accel, text, failure=failure)
+
+
+def lab_for(plan, log_dir: Path | None = None, **kw) -> Lab:
+    """A Lab serving what `plan`'s recipe enables, at the paths its config/ files name."""
+    from .. import netboot
+    nb, recipe = plan.recipe.netboot, plan.name
+    modes = {str(m) for m in nb.modes}
+    opts = plan.recipe.enabled_outputs().get("config")
+    lun = (opts.lun_path if opts else "/srv/distonet/{recipe}.img").format(recipe=recipe)
+    return Lab(plan.out_dir, paths=plan.paths, log_dir=log_dir,
+               export=netboot.export_path(nb.export, recipe) if modes & {"nfs", "nfs-persistent"} else None,
+               layers=nb.layers.format(recipe=recipe) if "nfs-persistent" in modes else None,
+               lun=lun if "iscsi" in modes else None,
+               tgt_conf=plan.out_dir / f"config/tgt/{recipe}.conf" if "iscsi" in modes else None, **kw)

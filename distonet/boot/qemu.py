@@ -39,9 +39,11 @@ class BootResult:
     accel: str
     console: str = field(repr=False)
     ssh_banner: str | None = None
+    failure: str | None = None        # the console line that ended the boot early
 
     def line(self) -> str:
         state = f"reached in {self.seconds:.1f}s" if self.reached else f"NOT reached after {self.seconds:.0f}s"
+        state += f": {self.failure}" if self.failure else ""
         return f"{self.name:<12} {state} ({self.accel})"
 
 
@@ -53,11 +55,12 @@ def _boot_id() -> str:
 
 
 def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: float,
-          after=None) -> tuple[bool, float]:
+          after=None, fail: str | None = None) -> tuple[bool, float, str | None]:
     """Start QEMU (its serial console in `console`), wait for `marker` — and then, if given, for
-    `after()` to be true (a check from outside, such as an ssh banner) — then stop it."""
+    `after()` to be true (a check from outside, such as an ssh banner) — then stop it. Returns
+    (reached, seconds, the line of a kernel panic or of `fail` that ended it early)."""
     pattern = re.compile(marker, re.MULTILINE)
-    fatal = re.compile(FATAL)
+    fatal = re.compile(FATAL + (f"|{fail}" if fail else ""))
     start = time.monotonic()
     mark = ledger.mark()
     with open(console.with_suffix(".qemu.log"), "w") as err:
@@ -71,13 +74,14 @@ def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: 
                 last = next((l for l in reversed(text.splitlines()) if l.strip()), "")
                 log.info(f"… {said - start:.0f}s: {ANSI.sub('', last).strip()[:100]}")
             if pattern.search(text) and (after is None or after()):
-                return True, time.monotonic() - start
-            if fatal.search(text):
-                break
+                return True, time.monotonic() - start, None
+            failed = fatal.search(text)
+            if failed:
+                return False, time.monotonic() - start, ANSI.sub("", failed.group(0)).strip()
             if proc.poll() is not None:
                 break
             time.sleep(0.25)
-        return False, time.monotonic() - start
+        return False, time.monotonic() - start, None
     finally:
         ledger.undo_to(mark)
 
@@ -94,7 +98,7 @@ def pick_accel(ledger: Ledger, cache: Path, kernel: Path | None) -> str:
         return probe.read_text().strip()
     with tempfile.TemporaryDirectory() as tmp:
         console = Path(tmp) / "console"
-        ok, _ = watch(ledger, ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-nodefaults",
+        ok, _, _ = watch(ledger, ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-nodefaults",
                                "-display", "none", "-no-reboot", "-serial", f"file:{console}",
                                "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"],
                       console, r"Linux version", 20)
@@ -189,8 +193,8 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
         argv = (qemu_argv(accel, console, serial_socket=sock) + firmware_args(firmware, workdir)
                 + disk_args(disk, fmt) + net_args(port))
         with log.step(f"boot {name} ({accel}), waiting for /{marker}/{' and sshd' if ssh else ''}"):
-            reached, seconds = watch(ledger, argv, console, marker, timeout,
-                                     after=after if (ssh or sock) else None)
+            reached, seconds, failure = watch(ledger, argv, console, marker, timeout,
+                                              after=after if (ssh or sock) else None)
         text = console.read_text(errors="replace") if console.exists() else ""
         if log_dir is not None:  # the console and QEMU's own messages, kept for the user
             log_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,7 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
             qemu_log = console.with_suffix(".qemu.log")
             if qemu_log.exists():
                 shutil.copyfile(qemu_log, log_dir / f"{stem}.qemu.log")
-    return BootResult(name, reached, round(seconds, 1), accel, text, banner[0] if banner else None)
+    return BootResult(name, reached, round(seconds, 1), accel, text, banner[0] if banner else None, failure)
 
 
 def boot_recipe(plan, disk: bool = True, netboot: bool = False) -> list[BootResult]:
@@ -212,14 +216,14 @@ def boot_recipe(plan, disk: bool = True, netboot: bool = False) -> list[BootResu
         results.append(boot_disk(out / "disk.raw", str(firmware), marker=recipe.boot.marker or LOGIN,
                                  timeout=recipe.boot.timeout, kernel=out / "vmlinuz",
                                  paths=plan.paths, name=f"disk/{firmware}", log_dir=out / "boot"))
-    if netboot:
-        from .. import netboot as nb
-        from .netboot import boot_pxe_nfs
-        for mode in recipe.netboot.modes:
-            for firmware in recipe.boot.firmware:
-                results.append(boot_pxe_nfs(out, str(firmware), nb.export_path(recipe.netboot.export, recipe.name),
-                                            paths=plan.paths, marker=recipe.boot.marker or LOGIN,
-                                            timeout=max(recipe.boot.timeout, 400), log_dir=out / "boot"))
+    if netboot and recipe.netboot.modes:
+        from .netboot import lab_for
+        with lab_for(plan, log_dir=out / "boot") as lab:
+            for mode in recipe.netboot.modes:
+                for firmware in recipe.boot.firmware:
+                    results.append(lab.boot(str(firmware), str(mode), hostname=f"{recipe.name}-{mode}",
+                                            marker=recipe.boot.marker or LOGIN,
+                                            timeout=max(recipe.boot.timeout, 400)))
     for r in results:
         log.info(r.line())
     return results

@@ -9,7 +9,7 @@ their artifacts; the pipeline makes the files appear all at once with the manife
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -35,6 +35,9 @@ class BuildFacts:
     root_uuid: str
     esp_id: str
     cmdline: tuple[str, ...]   # the full kernel command line the image boots with
+    # the site's side of netboot: {"hosts": [inventory hosts of this recipe], "inventory": file,
+    # "chap": {file, digest} or None} (inventory.py, chap.py)
+    netboot: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,13 +1,15 @@
 """pxe: a TFTP tree for the recipe's diskless modes — pxelinux for BIOS, a GRUB EFI network image
-for UEFI, an iPXE script — each with one menu entry per netboot mode (netboot.py), and the kernel
-and initrd from the kernel output. Serve pxe/ as the TFTP root."""
+for UEFI, an iPXE script — each with one menu entry per netboot mode and a file of its own for
+each inventory host (netboot.py), the kernel and initrd from the kernel output, and for the iSCSI
+root with CHAP the credentials cpio loaded after the initrd (chap.py, mode 0600). Serve pxe/ as
+the TFTP root."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from .. import netboot
+from .. import chap, netboot
 from ..fsutil import atomic_path
 from ..manifest import Artifact
 from .base import Output, OutputContext
@@ -19,6 +21,7 @@ GRUB_NET_MODULES = ["normal", "configfile", "linux", "echo", "test", "efinet", "
                     "terminal", "gzio", "part_gpt", "part_msdos"]
 FILES = ["pxe/pxelinux.0", "pxe/ldlinux.c32", "pxe/pxelinux.cfg/default", "pxe/grubnetx64.efi",
          "pxe/grub/grub.cfg", "pxe/boot.ipxe", "pxe/vmlinuz", "pxe/initrd.img"]
+FORMATS = {"pxelinux.cfg/": "pxelinux-menu", "grub/": "grub-menu", "boot.ipxe": "ipxe-script", "hosts/": "ipxe-script"}
 
 
 def grub_mkimage_argv(dest: Path) -> list[str]:
@@ -27,23 +30,12 @@ def grub_mkimage_argv(dest: Path) -> list[str]:
             *GRUB_NET_MODULES]
 
 
-def menus(recipe: str, boot, netboot_) -> dict[str, str]:
-    """The three menu files, rendered from the templates."""
-    export = netboot.export_path(netboot_.export, recipe)
-    entries = netboot.entries(recipe, netboot_.modes, export, netboot_.server, boot.console, tuple(boot.cmdline))
-    values = dict(recipe=recipe, entries=entries, serial=netboot.serial_of(boot.console),
-                  kernel="vmlinuz", initrd="initrd.img")
-    return {"pxe/pxelinux.cfg/default": netboot.render("pxelinux.cfg.j2", **values),
-            "pxe/grub/grub.cfg": netboot.render("grub.cfg.j2", **{**values, "kernel": "/vmlinuz", "initrd": "/initrd.img"}),
-            "pxe/boot.ipxe": netboot.render("boot.ipxe.j2", **values)}
-
-
 class Pxe(Output):
     name = "pxe"
     needs = ("kernel",)
     reads = ("boot", "netboot")
-    tools = ("grub-mkimage",)
-    version = 1
+    tools = ("grub-mkimage", "cpio")
+    version = 2
 
     @classmethod
     def content_digest(cls) -> str:
@@ -69,11 +61,23 @@ class Pxe(Output):
                 shutil.copyfile(src, tmp)
         with atomic_path(out / "pxe/grubnetx64.efi") as tmp:
             ctx.runner(grub_mkimage_argv(tmp))
-        for rel, text in menus(ctx.build.recipe, ctx.reads["boot"], ctx.reads["netboot"]).items():
+        arts = [Artifact.of("pxe", out / rel, out, format=fmt) for rel, fmt in (
+            ("pxe/pxelinux.0", "pxelinux"), ("pxe/grubnetx64.efi", "grub-efi-net"), ("pxe/vmlinuz", "bzImage"),
+            ("pxe/initrd.img", "initramfs"), ("pxe/ldlinux.c32", "syslinux-module"))]
+        nb, site = ctx.reads["netboot"], ctx.build.netboot
+        for rel, text in netboot.menus(ctx.build.recipe, ctx.reads["boot"], nb, ctx.build.root_uuid,
+                                       site.get("hosts", ())).items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(out / rel) as tmp:
                 tmp.write_text(text)
-        return [Artifact.of("pxe", out / rel, out, format=fmt) for rel, fmt in (
-            ("pxe/pxelinux.0", "pxelinux"), ("pxe/grubnetx64.efi", "grub-efi-net"),
-            ("pxe/pxelinux.cfg/default", "pxelinux-menu"), ("pxe/grub/grub.cfg", "grub-menu"),
-            ("pxe/boot.ipxe", "ipxe-script"), ("pxe/vmlinuz", "bzImage"), ("pxe/initrd.img", "initramfs"),
-            ("pxe/ldlinux.c32", "syslinux-module"))]
+            fmt = next(f for prefix, f in FORMATS.items() if rel[len("pxe/"):].startswith(prefix))
+            arts.append(Artifact.of("pxe", out / rel, out, format=fmt))
+        if "iscsi" in {str(m) for m in nb.modes} and site.get("chap"):
+            rel = netboot.chap_cpio(ctx.build.recipe)
+            (out / "pxe" / rel).parent.mkdir(parents=True, exist_ok=True)
+            conf = chap.initramfs_conf(chap.read(site["chap"]), nb.iscsi.chap)
+            with atomic_path(out / "pxe" / rel) as tmp:
+                chap.cpio(ctx.runner, {"etc/iscsi.initramfs": conf}, tmp, ctx.work)
+                tmp.chmod(0o600)
+            arts.append(Artifact.of("pxe", out / "pxe" / rel, out, format="cpio-newc"))
+        return arts

@@ -1,7 +1,7 @@
 """initramfs: hook sets from hooks/initramfs/<name>/ (initramfs-tools' own layout: hooks/,
 scripts/<phase>/, conf.d/) installed into the image's /etc/initramfs-tools, then the initrd
 rebuilt by the image's update-initramfs. Keyed on the sets' content, so editing a hook rebuilds
-the initrd and nothing before it. A recipe with netboot modes gets the `netroot` and `union` sets."""
+the initrd and nothing before it. A recipe with netboot modes gets the `netroot` and `union` sets, with iscsi also `iscsi`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .base import StageContext, StageKind
 
 UNION = "union"      # the read-only root under a writable layer
 NETROOT = "netroot"  # the root's interface left as the initramfs set it
+ISCSI = "iscsi"      # the iSCSI portal and initiator name when the command line leaves them out
 
 
 def hook_files(d: Path) -> list[dict]:

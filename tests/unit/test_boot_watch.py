@@ -13,23 +13,34 @@ def fake_vm(console, text, then_sleep=30):
 def test_marker_reached_and_vm_stopped(tmp_path):
     console = tmp_path / "console.log"
     with Ledger(tmp_path / "ledger") as led:
-        ok, secs = watch(led, fake_vm(console, "Debian GNU/Linux 13 node ttyS0\n\nnode login: "), console, LOGIN, 20)
+        ok, secs, failure = watch(led, fake_vm(console, "Debian GNU/Linux 13 node ttyS0\n\nnode login: "), console, LOGIN, 20)
         assert led.entries == []  # the VM process was ended and forgotten
-    assert ok and secs < 10
+    assert ok and secs < 10 and failure is None
 
 
 def test_kernel_panic_fails_fast(tmp_path):
     console = tmp_path / "console.log"
     start = time.monotonic()
     with Ledger(tmp_path / "ledger") as led:
-        ok, _ = watch(led, fake_vm(console, "[ 4.2] Kernel panic - not syncing: Fatal exception\n"), console, LOGIN, 20)
-    assert not ok and time.monotonic() - start < 10
+        ok, _, failure = watch(led, fake_vm(console, "[ 4.2] Kernel panic - not syncing: Fatal exception\n"), console, LOGIN, 20)
+    assert not ok and time.monotonic() - start < 10 and failure == "Kernel panic - not syncing"
+
+
+def test_a_failure_pattern_ends_the_boot_with_its_line(tmp_path):
+    from distonet.boot.netboot import ISCSI_FAILED
+    console = tmp_path / "console.log"
+    start = time.monotonic()
+    line = "iscsistart: initiator reported error (24 - iSCSI login failed due to authorization failure)"
+    with Ledger(tmp_path / "ledger") as led:
+        ok, _, failure = watch(led, fake_vm(console, f"Begin: Running /scripts/local-top ... {line}\n"), console,
+                               LOGIN, 20, fail=ISCSI_FAILED)
+    assert not ok and time.monotonic() - start < 10 and failure == line
 
 
 def test_vm_exit_without_marker_fails(tmp_path):
     console = tmp_path / "console.log"
     with Ledger(tmp_path / "ledger") as led:
-        ok, _ = watch(led, fake_vm(console, "no prompt here\n", then_sleep=0), console, LOGIN, 20)
+        ok, _, _ = watch(led, fake_vm(console, "no prompt here\n", then_sleep=0), console, LOGIN, 20)
     assert not ok
 
 
@@ -74,5 +85,5 @@ def test_marker_then_outside_check(tmp_path):
         return len(calls) >= 3
 
     with Ledger(tmp_path / "ledger") as led:
-        ok, _ = watch(led, fake_vm(console, "node login: "), console, LOGIN, 20, after=after)
+        ok, _, _ = watch(led, fake_vm(console, "node login: "), console, LOGIN, 20, after=after)
     assert ok and len(calls) == 3

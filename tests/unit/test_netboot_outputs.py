@@ -66,16 +66,16 @@ def test_initramfs_stage_installs_the_sets_and_rebuilds_the_initrd(paths, tmp_pa
 
 
 def test_menus_have_one_entry_per_mode_with_the_server_from_dhcp(paths):
-    from distonet.outputs.pxe import menus
+    from distonet.netboot import menus
     plan = node_plan(paths)
-    files = menus("node", plan.recipe.boot, plan.recipe.netboot)
+    files = menus("node", plan.recipe.boot, plan.recipe.netboot, plan.root_uuid)
     args = "root=/dev/nfs nfsroot=/srv/distonet/node,vers=3,tcp ip=dhcp boot=nfs ro distonet.union=tmpfs"
     assert f"  APPEND {args} console=tty0 console=ttyS0,115200" in files["pxe/pxelinux.cfg/default"]
     assert "SERIAL 0 115200" in files["pxe/pxelinux.cfg/default"]
     assert f"    linux /vmlinuz {args}" in files["pxe/grub/grub.cfg"]
     assert "kernel tftp://${next-server}/vmlinuz initrd=initrd.img " + args in files["pxe/boot.ipxe"]
     plan = node_plan(paths, NODE.replace("modes: [nfs]", "modes: [nfs], server: 10.9.8.7, export: '/nfs/{recipe}'"))
-    files = menus("node", plan.recipe.boot, plan.recipe.netboot)
+    files = menus("node", plan.recipe.boot, plan.recipe.netboot, plan.root_uuid)
     assert "nfsroot=10.9.8.7:/nfs/node,vers=3,tcp" in files["pxe/pxelinux.cfg/default"]
 
 
