@@ -10,10 +10,11 @@ same for the iSCSI portal, so a menu made once serves any network whose DHCP poi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_EXPORT = "/srv/distonet/{recipe}"
 TITLES = {"nfs": "root over NFS (read-only), changes in RAM",
-          "nfs-persistent": "root over NFS (read-only), changes kept in the node's layer on NFS",
+          "nfs-persistent": "root over NFS (read-only), changes kept in a per-node layer on NFS",
           "iscsi": "root on iSCSI (read-only), changes in RAM"}
 
 
@@ -105,7 +106,7 @@ def mac_dashes(mac: str) -> str:
 def host_files(mac: str) -> dict[str, str]:
     """Where each loader looks for a machine's own configuration (pxe/ paths, by template)."""
     return {"pxelinux.cfg.j2": f"pxe/pxelinux.cfg/01-{mac_dashes(mac)}",
-            "grub.cfg.j2": f"pxe/grub/grub.cfg-01-{mac_dashes(mac)}",
+            "grub.cfg.j2": f"pxe/grub/hosts/{mac.lower()}.cfg",
             "boot.ipxe.j2": f"pxe/hosts/{mac_dashes(mac)}.ipxe"}
 
 
@@ -118,9 +119,11 @@ def serial_of(console: str | None) -> dict | None:
 
 
 def templates_digest() -> str:
-    """The templates' content: a changed template remakes the pxe and config outputs."""
+    """The templates' content and this module's (the entries): a change remakes pxe and config."""
+    import hashlib
     from . import templates
-    return templates.digest("netboot")
+    return hashlib.sha256((templates.digest("netboot") + hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
+                          .encode()).hexdigest()
 
 
 def render(name: str, **values) -> str:

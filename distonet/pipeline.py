@@ -157,7 +157,8 @@ def initramfs_facts(recipe: Recipe, paths: Paths) -> list[dict]:
 
 
 def load_site(site: str | None, paths: Paths) -> dict:
-    """sites/<site>.yaml: the site's own values (a mapping), beside any recipe directory."""
+    """sites/<site>.yaml: the site's own values (a mapping), beside any recipe directory; a site
+    may also be only a folder, sites/<site>/, with its inventory (inventory.py)."""
     if not site:
         return {}
     for d in paths.site_dirs:
@@ -171,6 +172,8 @@ def load_site(site: str | None, paths: Paths) -> dict:
                 if not isinstance(data, dict):
                     raise RecipeError(f"{f}: a site file is a mapping of variables")
                 return data
+    if any((d / site).is_dir() for d in paths.site_dirs):
+        return {}   # a site with an inventory (sites/<site>/hosts.yaml) and no values of its own
     known = sorted({p.stem for d in paths.site_dirs for p in d.glob("*.y*ml")})
     close = difflib.get_close_matches(site, known, n=1)
     raise RecipeError(f"site '{site}': no sites/{site}.yaml in {', '.join(str(d) for d in paths.site_dirs)}"

@@ -457,6 +457,9 @@ def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names valid at `loc` inside `model` (for did-you-mean)."""
     current: Any = model
     for part in loc:
+        if typing.get_origin(current) is dict:   # a map's key (a layer, a host): into its value
+            current = _unwrap(typing.get_args(current)[1])
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
         field = current.model_fields.get(str(part))

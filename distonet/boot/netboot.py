@@ -64,7 +64,16 @@ def holder_script(binds: list[tuple[Path, str]], ready: Path) -> str:
 
 
 def in_ns(pid: int, argv: list[str]) -> list[str]:
-    return ["nsenter", "-t", str(pid), "-n", "-m", "--", *argv]
+    # -p forks: nsenter waits for the command, and the ledger ends both (one process group).
+    return ["nsenter", "-t", str(pid), "-n", "-m", "-p", "--", *argv]
+
+
+def ns_pid(unshare_pid: int) -> int:
+    """The namespaces' first process (unshare's child): the one whose namespaces nsenter joins."""
+    children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+    if not children:
+        raise BuildError("netboot test: the network namespace has no process")
+    return int(children[0])
 
 
 def wait_until(check, timeout: float, what: str) -> None:
@@ -137,12 +146,14 @@ class Lab:
         if self.lun:
             binds.append((self.out / "rootfs.img", self.lun))
         ready = self.work / "ready"
-        holder = self.ledger.spawn(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
-                                    "--kill-child", "sh", "-c", holder_script(binds, ready)])
+        # A PID namespace too: when its first process goes, the kernel ends every process in it,
+        # even servers that dropped privileges (and with them the parent-death signal).
+        holder = self.ledger.spawn(["unshare", "--net", "--mount", "--pid", "--mount-proc", "--propagation",
+                                    "private", "--fork", "--kill-child", "sh", "-c", holder_script(binds, ready)])
         wait_until(lambda: ready.exists() or holder.poll() is not None, 10, "the network namespace")
         if holder.poll() is not None:
             raise BuildError("netboot test: the network namespace could not be made")
-        self.ns = holder.pid
+        self.ns = ns_pid(holder.pid)
         if self.export:
             self._start_nfs()
         if self.lun:
@@ -197,9 +208,11 @@ class Lab:
         if not (tree / "pxelinux.cfg" / mine).exists():
             menu = (src / "pxelinux.cfg/default").read_text()
             (tree / "pxelinux.cfg" / mine).write_text(re.sub(r"(?m)^DEFAULT .*$", f"DEFAULT {mode}", menu))
-        if not (tree / "grub" / f"grub.cfg-{mine}").exists():
-            (tree / "grub" / f"grub.cfg-{mine}").write_text(f"set default={mode}\n"
-                                                            + (src / "grub/grub.cfg").read_text())
+        grub = tree / "grub/hosts" / f"{mac.lower()}.cfg"
+        if not grub.exists():
+            grub.parent.mkdir(parents=True, exist_ok=True)
+            menu = (src / "grub/grub.cfg").read_text().replace("set timeout=", f"set default={mode}\nset timeout=", 1)
+            grub.write_text(re.sub(r'(?s)^.*?\nfi\n', "", menu, count=1))   # not the include itself
         return tree
 
     def layer(self, hostname: str, size_mib: int = 1024) -> Path:
