@@ -1,7 +1,8 @@
 """Per-node writable layers for the inventory's machines (`distonet clones`), made beside the
-master and never from a copy of it: a node in nfs-persistent mode keeps its changes in
-LAYERS/<host name>/layer.ext4, a sparse ext4 file its initrd loop-mounts over NFS as the upper
-layer of its union root (overlayfs cannot keep an upper layer on NFS itself). A layer that
+master and never from a copy of it: a persistent node keeps its changes in
+LAYERS/<host name>/layer.ext4, a sparse ext4 file that its initrd loop-mounts over NFS
+(nfs-persistent; overlayfs cannot keep an upper layer on NFS itself) or that the node's own
+iSCSI target serves as a second LUN (iscsi-persistent), the upper layer of its union root. A layer that
 exists is a node's state: it is never replaced; `--reset HOST` is how an operator starts a
 node afresh.
 """
@@ -13,9 +14,10 @@ from pathlib import Path
 
 from . import log
 from .host.run import run
+from .netboot import LAYER_LABEL
 
 LAYER = "layer.ext4"
-LABEL = "distonet-layer"
+LABEL = LAYER_LABEL   # an iSCSI layer LUN is found by it (distonet.union=dev:/dev/disk/by-label/…)
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,11 @@ def make_layer(folder: Path, size_mib: int = 4096, runner=run, reset: bool = Fal
 
 def make_clones(hosts: list[dict], layers: Path, size_mib: int = 4096, reset: tuple[str, ...] = (),
                 runner=run) -> list[Made]:
-    """A layer for each nfs-persistent host of the inventory (inventory.facts)."""
+    """A layer for each persistent host of the inventory (inventory.facts): on NFS, or the file
+    the node's iSCSI target serves as its second LUN."""
     out = []
     for h in hosts:
-        if h["mode"] != "nfs-persistent":
+        if h["mode"] not in ("nfs-persistent", "iscsi-persistent"):
             continue
         path, made = make_layer(Path(layers) / h["hostname"], size_mib, runner, reset=h["hostname"] in reset)
         log.info(f"clones: {h['hostname']}: {path} {'made' if made else 'kept (it holds the node’s changes)'}")

@@ -19,6 +19,7 @@ class NetbootMode(StrEnum):
     nfs = "nfs"                         # root over NFS, changes in RAM (tmpfs)
     nfs_persistent = "nfs-persistent"   # root over NFS, changes in the node's layer on NFS
     iscsi = "iscsi"                     # root on an iSCSI LUN (CHAP), changes in RAM
+    iscsi_persistent = "iscsi-persistent"  # root on the LUN, changes in the node's own LUN
 
 
 class Chap(StrEnum):

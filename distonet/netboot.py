@@ -15,7 +15,10 @@ from pathlib import Path
 DEFAULT_EXPORT = "/srv/distonet/{recipe}"
 TITLES = {"nfs": "root over NFS (read-only), changes in RAM",
           "nfs-persistent": "root over NFS (read-only), changes kept in a per-node layer on NFS",
-          "iscsi": "root on iSCSI (read-only), changes in RAM"}
+          "iscsi": "root on iSCSI (read-only), changes in RAM",
+          "iscsi-persistent": "root on iSCSI (read-only), changes kept in a per-node LUN"}
+ISCSI_MODES = ("iscsi", "iscsi-persistent")
+LAYER_LABEL = "distonet-layer"   # clones.py makes every layer with it
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ def export_path(template: str | None, recipe: str) -> str:
 
 def target_name(iqn: str, recipe: str) -> str:
     return f"{iqn}:{recipe}"
+
+
+def node_target_name(iqn: str, recipe: str, hostname: str) -> str:
+    """A node's own target (iscsi-persistent): the master LUN and its layer LUN."""
+    return f"{iqn}:{recipe}-{hostname}"
 
 
 def initiator_name(iqn: str, hostname: str) -> str:
@@ -51,12 +59,17 @@ def nfs_cmdline(export: str, server: str | None, union: str = "tmpfs") -> list[s
     return ["root=/dev/nfs", f"nfsroot={root},vers=3,tcp", "ip=dhcp", "boot=nfs", "ro", f"distonet.union={union}"]
 
 
-def iscsi_cmdline(root_uuid: str, target: str, server: str | None, port: int) -> list[str]:
-    # The LUN is shared by every node: mounted read-only without replaying a journal, never checked.
-    args = [f"root=UUID={root_uuid}", f"iscsi_target_name={target}"]
+def iscsi_cmdline(root_uuid: str, target: str, server: str | None, port: int,
+                  own_target: str | None = None) -> list[str]:
+    """The shared LUN mounted read-only without replaying a journal, never checked; with
+    `own_target` (iscsi-persistent) the node logs in to its own target, which also holds its
+    layer LUN (hooks/initramfs/iscsi puts the host name for @HOSTNAME@)."""
+    args = [f"root=UUID={root_uuid}",
+            f"distonet.iscsi_target={own_target}" if own_target else f"iscsi_target_name={target}"]
     args += [f"iscsi_target_ip={server}"] if server else []
     args += [f"iscsi_target_port={port}"] if port != 3260 else []
-    return args + ["ip=dhcp", "ro", "rootflags=noload", "fsck.mode=skip", "distonet.union=tmpfs"]
+    union = f"dev:/dev/disk/by-label/{LAYER_LABEL}" if own_target else "tmpfs"
+    return args + ["ip=dhcp", "ro", "rootflags=noload", "fsck.mode=skip", f"distonet.union={union}"]
 
 
 def mode_args(mode: str, recipe: str, netboot, root_uuid: str, hostname: str | None = None) -> list[str]:
@@ -67,14 +80,16 @@ def mode_args(mode: str, recipe: str, netboot, root_uuid: str, hostname: str | N
     if mode == "nfs-persistent":
         layer = layer_dir(netboot.layers, recipe, hostname or "@HOSTNAME@")
         return nfs_cmdline(export_path(netboot.export, recipe), server, f"nfs:{layer}")
-    if mode == "iscsi":
-        args = iscsi_cmdline(root_uuid, target_name(netboot.iscsi.iqn, recipe), server, netboot.iscsi.port)
-        return args + ([f"iscsi_initiator={initiator_name(netboot.iscsi.iqn, hostname)}"] if hostname else [])
+    if mode in ISCSI_MODES:
+        iqn = netboot.iscsi.iqn
+        own = node_target_name(iqn, recipe, hostname or "@HOSTNAME@") if mode == "iscsi-persistent" else None
+        args = iscsi_cmdline(root_uuid, target_name(iqn, recipe), server, netboot.iscsi.port, own)
+        return args + ([f"iscsi_initiator={initiator_name(iqn, hostname)}"] if hostname else [])
     raise ValueError(f"unknown netboot mode {mode}")
 
 
 def _initrds(mode: str, recipe: str, netboot) -> tuple[str, ...]:
-    return (chap_cpio(recipe),) if mode == "iscsi" and str(netboot.iscsi.chap) != "none" else ()
+    return (chap_cpio(recipe),) if mode in ISCSI_MODES and str(netboot.iscsi.chap) != "none" else ()
 
 
 def _console(console: str | None) -> list[str]:

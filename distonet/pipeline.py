@@ -139,7 +139,7 @@ def netboot_facts(recipe: Recipe, paths: Paths, site: str | None) -> dict:
         return {}
     facts_ = inventory.facts(site, paths.site_dirs, recipe.name, modes)
     facts_["chap"] = chap.facts(paths.secrets, recipe.name, recipe.netboot.iscsi.chap) \
-        if NetbootMode.iscsi in modes else None
+        if {NetbootMode.iscsi, NetbootMode.iscsi_persistent} & set(modes) else None
     return facts_
 
 
@@ -148,7 +148,7 @@ def initramfs_facts(recipe: Recipe, paths: Paths) -> list[dict]:
     found and digested."""
     from .stages.initramfs import ISCSI, NETROOT, UNION, hook_files
     names = [NETROOT, UNION] if recipe.netboot.modes else []
-    names += [ISCSI] if NetbootMode.iscsi in recipe.netboot.modes else []
+    names += [ISCSI] if {NetbootMode.iscsi, NetbootMode.iscsi_persistent} & set(recipe.netboot.modes) else []
     out = []
     for name in names:
         d = find_dir(name, paths.initramfs_dirs, f"{recipe.name}: netboot: no initramfs hook set")

@@ -93,7 +93,8 @@ class Netboot(Model):
     modes: tuple[NetbootMode, ...] = Field(
         (), description="diskless boot modes the PXE menu offers: nfs (read-only root over NFS, changes "
                         "in RAM), nfs-persistent (changes in the node's layer on NFS), iscsi (root on an "
-                        "iSCSI LUN, changes in RAM); the initrd gets hooks/initramfs/{netroot,union,iscsi}")
+                        "iSCSI LUN, changes in RAM), iscsi-persistent (changes in the node's own LUN); "
+                        "the initrd gets hooks/initramfs/{netroot,union,iscsi}")
     export: Optional[str] = Field(None, pattern=r"^/[A-Za-z0-9._/{}-]*$",
                                   description="the root's path as nodes mount it; default /srv/distonet/{recipe}")
     server: Optional[str] = Field(None, pattern=r"^[0-9A-Za-z.:-]+$",
@@ -386,7 +387,7 @@ def _check_semantics(recipe: Recipe, path: Path) -> None:
     if recipe.enabled_outputs().keys() & {"pxe", "config"} and not recipe.netboot.modes:
         raise RecipeError(f"{path}: outputs.pxe/config: the recipe enables no netboot.modes",
                           hint="add netboot: {modes: [nfs]}")
-    if NetbootMode.iscsi in recipe.netboot.modes and not any(
+    if {NetbootMode.iscsi, NetbootMode.iscsi_persistent} & set(recipe.netboot.modes) and not any(
             "open-iscsi" in pkgs for pkgs in (recipe.kernel.initramfs, *recipe.packages.values())):
         raise RecipeError(f"{path}: netboot.modes: iscsi needs open-iscsi in the image (its initramfs hook logs in)",
                           hint="add open-iscsi to kernel.initramfs")

@@ -99,12 +99,16 @@ class Lab:
 
     def __init__(self, out_dir: Path, *, paths: Paths | None = None, export: str | None = None,
                  export_root: Path | None = None, layers: str | None = None, layers_root: Path | None = None,
-                 lun: str | None = None, tgt_conf: Path | None = None, log_dir: Path | None = None):
+                 lun: str | None = None, tgt_conf: Path | None = None, log_dir: Path | None = None,
+                 node_target=None):
         self.out = Path(out_dir).resolve()  # the servers start in another mount namespace, cwd "/"
         self.paths = paths or Paths.default()
         self.export, self.export_root = export, export_root
         self.layers, self.layers_root = layers, layers_root
         self.lun, self.tgt_conf = lun, tgt_conf
+        # iscsi-persistent: host name → (target name, tgt config of that node's own target), for
+        # a node the site's config/tgt/ file does not declare (config.tgt_text renders it)
+        self.node_target = node_target
         self.log_dir = log_dir
         self.boots = 0
 
@@ -215,6 +219,16 @@ class Lab:
             grub.write_text(re.sub(r'(?s)^.*?\nfi\n', "", menu, count=1))   # not the include itself
         return tree
 
+    def add_target(self, name: str, conf: str) -> None:
+        """A node's own target, unless tgtd has it from config/tgt/ already."""
+        shown = run(in_ns(self.ns, ["tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show"]), capture=True)
+        if f": {name}\n" in shown.stdout:
+            return
+        f = self.work / f"tgt-{self.boots}.conf"
+        f.write_text(conf)
+        f.chmod(0o600)
+        run(in_ns(self.ns, ["tgt-admin", "--conf", str(f), "--execute"]), capture=True)
+
     def layer(self, hostname: str, size_mib: int = 1024) -> Path:
         """The node's persistent layer (clones.py), made if missing, as `distonet clones` would."""
         from ..clones import make_layer
@@ -227,8 +241,10 @@ class Lab:
         gives it `hostname`; a failed iSCSI login ends the boot at once, reported in `failure`."""
         tree = self.tftp_tree(mode, mac, swap)
         name = f"pxe-{mode}/{firmware}"
-        if mode == "nfs-persistent" and hostname:
+        if mode in ("nfs-persistent", "iscsi-persistent") and hostname:
             self.layer(hostname)
+        if mode == "iscsi-persistent" and hostname and self.node_target:
+            self.add_target(*self.node_target(hostname))
         accel = pick_accel(self.ledger, self.paths.cache, self.out / "vmlinuz")
         console = self.work / f"console-{self.boots}.log"
         sock = self.work / f"serial-{self.boots}.sock" if console_session else None
@@ -250,12 +266,21 @@ class Lab:
 def lab_for(plan, log_dir: Path | None = None, **kw) -> Lab:
     """A Lab serving what `plan`'s recipe enables, at the paths its config/ files name."""
     from .. import netboot
+    from .. import chap
+    from ..outputs.config import ConfigOptions, tgt_text
     nb, recipe = plan.recipe.netboot, plan.name
     modes = {str(m) for m in nb.modes}
-    opts = plan.recipe.enabled_outputs().get("config")
-    lun = (opts.lun_path if opts else "/srv/distonet/{recipe}.img").format(recipe=recipe)
+    opts = plan.recipe.enabled_outputs().get("config") or ConfigOptions()
+    iscsi = bool(modes & set(netboot.ISCSI_MODES))
+    fact = plan.facts.netboot.get("chap")
+
+    def node_target(hostname: str) -> tuple[str, str]:
+        host = [{"hostname": hostname, "mode": "iscsi-persistent"}]
+        return (netboot.node_target_name(nb.iscsi.iqn, recipe, hostname),
+                tgt_text(recipe, nb, opts, host, chap.read(fact) if fact else None, shared=False))
     return Lab(plan.out_dir, paths=plan.paths, log_dir=log_dir,
                export=netboot.export_path(nb.export, recipe) if modes & {"nfs", "nfs-persistent"} else None,
-               layers=nb.layers.format(recipe=recipe) if "nfs-persistent" in modes else None,
-               lun=lun if "iscsi" in modes else None,
-               tgt_conf=plan.out_dir / f"config/tgt/{recipe}.conf" if "iscsi" in modes else None, **kw)
+               layers=nb.layers.format(recipe=recipe) if modes & {"nfs-persistent", "iscsi-persistent"} else None,
+               lun=opts.lun_path.format(recipe=recipe) if iscsi else None,
+               tgt_conf=plan.out_dir / f"config/tgt/{recipe}.conf" if iscsi else None,
+               node_target=node_target if "iscsi-persistent" in modes else None, **kw)

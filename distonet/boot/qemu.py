@@ -27,7 +27,7 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 LOGIN = r"\S+ login: ?"
 # Seen on the console, these end a boot test at once instead of after its timeout.
-FATAL = r"Kernel panic - not syncing|end Kernel panic"
+FATAL = r"Kernel panic - not syncing|end Kernel panic|ALERT! .* Dropping to a shell!"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours of systemd's status lines
 
 

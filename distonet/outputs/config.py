@@ -33,13 +33,30 @@ class ConfigOptions(Options):
                           description="iscsi: where the server keeps the LUN (rootfs.img)")
 
 
+def tgt_nodes(recipe: str, nb, hosts) -> list[dict]:
+    """The own targets of the iscsi-persistent hosts: name, initiator, layer file."""
+    return [{"hostname": h["hostname"], "target": netboot.node_target_name(nb.iscsi.iqn, recipe, h["hostname"]),
+             "initiator": netboot.initiator_name(nb.iscsi.iqn, h["hostname"]),
+             "layer": f"{netboot.layer_dir(nb.layers, recipe, h['hostname'])}/layer.ext4"}
+            for h in hosts if h["mode"] == "iscsi-persistent"]
+
+
+def tgt_text(recipe: str, nb, options, hosts, creds, shared: bool = True) -> str:
+    """config/tgt/<recipe>.conf: the shared target, then each iscsi-persistent host's own."""
+    return netboot.render("tgt.conf.j2", recipe=recipe, shared=shared, iqn=nb.iscsi.iqn, target=netboot.target_name(nb.iscsi.iqn, recipe),
+                          lun_path=options.lun_path.format(recipe=recipe), chap=creds,
+                          mutual=str(nb.iscsi.chap) == "mutual", clients=list(options.clients),
+                          initiators=[netboot.initiator_name(nb.iscsi.iqn, h["hostname"]) for h in hosts
+                                      if h["mode"] == "iscsi"], nodes=tgt_nodes(recipe, nb, hosts))
+
+
 def files_for(modes) -> list[tuple[str, str, str]]:
     """(file, template, format) of each file the modes need."""
     modes = {str(m) for m in modes}
     out = [("config/dnsmasq.conf", "dnsmasq.conf.j2", "dnsmasq")]
     if modes & {"nfs", "nfs-persistent"}:
         out += [("config/ganesha.conf", "ganesha.conf.j2", "nfs-ganesha"), ("config/exports", "exports.j2", "exports")]
-    if "iscsi" in modes:
+    if modes & set(netboot.ISCSI_MODES):
         out += [("config/tgt/{recipe}.conf", "tgt.conf.j2", "tgt")]
     return out
 
@@ -65,15 +82,11 @@ class Config(Output):
         modes = {str(m) for m in nb.modes}
         export = netboot.export_path(nb.export, recipe)
         hosts = site.get("hosts", [])
-        creds = chap.read(site["chap"]) if "iscsi" in modes and site.get("chap") else None
+        creds = chap.read(site["chap"]) if modes & set(netboot.ISCSI_MODES) and site.get("chap") else None
         values = dict(recipe=recipe, export=export, path=(o.path or export).format(recipe=recipe),
                       clients=list(o.clients), export_id=o.export_id, mountd_port=o.mountd_port,
                       tftp_root=o.tftp_root.format(recipe=recipe), dhcp_range=o.dhcp_range, server=nb.server,
-                      layers=nb.layers.format(recipe=recipe) if "nfs-persistent" in modes else None,
-                      hosts=hosts, iqn=nb.iscsi.iqn, target=netboot.target_name(nb.iscsi.iqn, recipe),
-                      lun_path=o.lun_path.format(recipe=recipe), chap=creds, mutual=str(nb.iscsi.chap) == "mutual",
-                      initiators=[netboot.initiator_name(nb.iscsi.iqn, h["hostname"]) for h in hosts
-                                  if h["mode"] == "iscsi"])
+                      layers=nb.layers.format(recipe=recipe) if "nfs-persistent" in modes else None, hosts=hosts)
         arts = []
         for rel, template, fmt in files_for(nb.modes):
             rel = rel.format(recipe=recipe)
@@ -82,6 +95,6 @@ class Config(Output):
                 # written 0600 from the start: the tgt file holds secrets
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if fmt == "tgt" else 0o644)
                 with os.fdopen(fd, "w") as f:
-                    f.write(netboot.render(template, **values))
+                    f.write(tgt_text(recipe, nb, o, hosts, creds) if fmt == "tgt" else netboot.render(template, **values))
             arts.append(Artifact.of("config", ctx.out / rel, ctx.out, format=fmt))
         return arts

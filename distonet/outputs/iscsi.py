@@ -25,14 +25,15 @@ class Iscsi(Output):
     def make(cls, ctx: OutputContext) -> list[Artifact]:
         nb, recipe = ctx.reads["netboot"], ctx.build.recipe
         lun = ctx.input("rootfs", "rootfs")
-        hosts = [h for h in ctx.build.netboot.get("hosts", []) if h["mode"] == "iscsi"]
+        hosts = [h for h in ctx.build.netboot.get("hosts", []) if h["mode"] in netboot.ISCSI_MODES]
         lines = [f"# iSCSI root of {recipe}: made by distonet (outputs/iscsi.py)",
                  f"# target {netboot.target_name(nb.iscsi.iqn, recipe)}, CHAP {nb.iscsi.chap}",
                  f"# LUN: {lun.name} ({lun.stat().st_size} bytes, root filesystem UUID {ctx.build.root_uuid}),"
                  " exported read-only (config/tgt/)",
                  "# initiator names, one per line (a node without an inventory entry logs in as IQN:HOSTNAME):"]
         lines += [f"{netboot.initiator_name(nb.iscsi.iqn, h['hostname'])}  # {h['hostname']} {h['mac']}"
-                  for h in hosts]
+                  + (f", own target {netboot.node_target_name(nb.iscsi.iqn, recipe, h['hostname'])}"
+                     if h["mode"] == "iscsi-persistent" else "") for h in hosts]
         (ctx.out / "iscsi").mkdir(parents=True, exist_ok=True)
         with atomic_path(ctx.out / "iscsi/initiators") as tmp:
             tmp.write_text("\n".join(lines) + "\n")

@@ -72,7 +72,7 @@ class Pxe(Output):
                 tmp.write_text(text)
             fmt = next(f for prefix, f in FORMATS.items() if rel[len("pxe/"):].startswith(prefix))
             arts.append(Artifact.of("pxe", out / rel, out, format=fmt))
-        if "iscsi" in {str(m) for m in nb.modes} and site.get("chap"):
+        if {str(m) for m in nb.modes} & set(netboot.ISCSI_MODES) and site.get("chap"):
             rel = netboot.chap_cpio(ctx.build.recipe)
             (out / "pxe" / rel).parent.mkdir(parents=True, exist_ok=True)
             conf = chap.initramfs_conf(chap.read(site["chap"]), nb.iscsi.chap)

@@ -4,7 +4,8 @@ with CHAP, each server started from the generated config/ files, a union layer o
 the node's own on NFS). All of it in a network namespace with only loopback.
 
 One site inventory (sites/lab/hosts.yaml) declares the machines: node11 boots iSCSI, node21 and
-node22 keep their changes in layers that `distonet clones` makes."""
+node22 keep their changes in layers on NFS and node31 in a LUN of its own, which `distonet
+clones` makes."""
 
 import hashlib
 import os
@@ -24,6 +25,7 @@ HOSTS = """hosts:
   node11: {mac: "52:54:00:00:00:11", recipe: node, mode: iscsi}
   node21: {mac: "52:54:00:00:00:21", recipe: node, mode: nfs-persistent}
   node22: {mac: "52:54:00:00:00:22", recipe: node, mode: nfs-persistent, args: [distonet.test=22]}
+  node31: {mac: "52:54:00:00:00:31", recipe: node, mode: iscsi-persistent}
 """
 
 
@@ -156,7 +158,7 @@ def test_persistent_nfs_layers_survive_a_reboot_and_stay_per_node(node, tmp_path
                     recipes=node.paths.recipes)
     assert "node21" in made.stdout and "node22" in made.stdout and "made" in made.stdout
     again = distonet("clones", "node", "--layers", str(layers), recipes=node.paths.recipes)
-    assert again.stdout.count("kept") == 2            # a node's layer is its state: never replaced
+    assert again.stdout.count("kept") == 3            # a node's layer is its state: never replaced
     master = sum(f.stat().st_blocks for f in node.out_dir.rglob("*") if f.is_file())
     assert sum(f.stat().st_blocks for f in layers.rglob("*")) * 512 < 64 << 20 < master * 512  # no copy
 
@@ -178,6 +180,32 @@ def test_persistent_nfs_layers_survive_a_reboot_and_stay_per_node(node, tmp_path
     probe = subprocess.run(["debugfs", "-R", "cat /upper/root/probe", str(layers / "node21/layer.ext4")],
                            capture_output=True, text=True)
     assert probe.stdout == "kept-by-node21\n"                      # on the server, in node21's layer
+    assert leftovers(node.paths) == []
+
+
+def test_persistent_iscsi_layer_is_the_node_s_own_lun(node, tmp_path):
+    """node31 logs in to its own target: the shared root read-only (LUN 1) and its layer (LUN 2);
+    what it writes survives a reboot (and the shutdown does not hang on the iSCSI root)."""
+    from distonet.boot.netboot import lab_for
+    layers = tmp_path / "layers"
+    distonet("clones", "node", "--layers", str(layers), "--size-mib", "512", recipes=node.paths.recipes)
+    first, second = {}, {}
+    checks = {"write": "echo kept-by-node31 > /root/probe && sync && cat /root/probe",
+              "luns": "lsblk -n -o NAME,RO,LABEL -S -d; findmnt -n -o SOURCE /run/distonet-union/rw"}
+    with lab_for(node, layers_root=layers) as lab:
+        r1 = lab.boot("bios", "iscsi-persistent", hostname="node31", mac="52:54:00:00:00:31",
+                      console_session=checked(checks, first, then="reboot"))
+        r2 = lab.boot("uefi", "iscsi-persistent", hostname="node31", mac="52:54:00:00:00:31",
+                      console_session=checked({"read": "cat /root/probe"}, second))
+    for r in (r1, r2):
+        assert r.reached, r.console[-3000:]
+        assert "writable layer on /dev/disk/by-label/distonet-layer" in r.console
+        assert "logs in to iqn.2026-11.invalid.distonet:node-node31" in r.console
+    assert first["write"] == "kept-by-node31\n" and "rebooted" in first
+    assert second["read"] == "kept-by-node31\n"
+    probe = subprocess.run(["debugfs", "-R", "cat /upper/root/probe", str(layers / "node31/layer.ext4")],
+                           capture_output=True, text=True)
+    assert probe.stdout == "kept-by-node31\n"
     assert leftovers(node.paths) == []
 
 

@@ -37,6 +37,14 @@ def test_a_failure_pattern_ends_the_boot_with_its_line(tmp_path):
     assert not ok and time.monotonic() - start < 10 and failure == line
 
 
+def test_an_initramfs_without_its_root_fails_fast(tmp_path):
+    console = tmp_path / "console.log"
+    with Ledger(tmp_path / "ledger") as led:
+        ok, secs, failure = watch(led, fake_vm(console, "ALERT!  UUID=1234 does not exist.  Dropping to a shell!\n"),
+                                  console, LOGIN, 20)
+    assert not ok and secs < 10 and failure.startswith("ALERT!")
+
+
 def test_vm_exit_without_marker_fails(tmp_path):
     console = tmp_path / "console.log"
     with Ledger(tmp_path / "ledger") as led:

@@ -22,11 +22,13 @@ from tests.recording import RecordingRunner
 from tests.unit.test_outputs import ctx_for
 
 NODE = ("extends: minimal\nsite: lab\nkernel: {initramfs: [initramfs-tools, open-iscsi]}\n"
-        "netboot: {modes: [nfs, nfs-persistent, iscsi], iscsi: {iqn: iqn.2030-01.org.example, chap: mutual}}\n"
+        "netboot: {modes: [nfs, nfs-persistent, iscsi, iscsi-persistent], "
+        "iscsi: {iqn: iqn.2030-01.org.example, chap: mutual}}\n"
         "replace: [outputs]\noutputs: {kernel: {}, iscsi: {}, pxe: {}, config: {clients: [10.1.0.0/16]}}\n")
 HOSTS = """hosts:
   n11: {mac: "52:54:00:00:00:11", recipe: node, mode: iscsi, address: 10.1.0.11}
   n21: {mac: "52-54-00-00-00-21", recipe: node, mode: nfs-persistent, args: [quiet]}
+  n31: {mac: "52:54:00:00:00:31", recipe: node, mode: iscsi-persistent}
   other: {mac: "52:54:00:00:00:99", recipe: workstation}
 """
 
@@ -48,7 +50,7 @@ def node_plan(paths, text=NODE, hosts=HOSTS):
 def test_inventory_hosts_of_the_recipe(paths):
     plan = node_plan(paths)
     hosts = plan.facts.netboot["hosts"]
-    assert [h["hostname"] for h in hosts] == ["n11", "n21"]          # other recipes' hosts left out
+    assert [h["hostname"] for h in hosts] == ["n11", "n21", "n31"]   # other recipes' hosts left out
     assert hosts[1]["mac"] == "52:54:00:00:00:21"                     # dashes accepted, one form kept
 
 
@@ -104,9 +106,14 @@ def test_menus_per_mode_and_per_host(paths):
     plan = node_plan(paths)
     files = netboot.menus("node", plan.recipe.boot, plan.recipe.netboot, plan.root_uuid, plan.facts.netboot["hosts"])
     default = files["pxe/pxelinux.cfg/default"]
-    assert [l.split()[1] for l in default.splitlines() if l.startswith("LABEL")] == ["nfs", "nfs-persistent", "iscsi"]
+    assert [l.split()[1] for l in default.splitlines() if l.startswith("LABEL")] == \
+        ["nfs", "nfs-persistent", "iscsi", "iscsi-persistent"]
+    own = default.split("LABEL iscsi-persistent")[1]
+    assert "distonet.iscsi_target=iqn.2030-01.org.example:node-@HOSTNAME@" in own and "iscsi_target_name" not in own
+    assert "distonet.union=dev:/dev/disk/by-label/distonet-layer" in own and "iscsi/node.cpio" in own
+    assert "distonet.iscsi_target=iqn.2030-01.org.example:node-n31 " in files["pxe/pxelinux.cfg/01-52-54-00-00-00-31"]
     assert "distonet.union=nfs:/srv/distonet/layers/node/@HOSTNAME@" in default
-    iscsi = default.split("LABEL iscsi")[1]
+    iscsi = default.split("LABEL iscsi\n")[1].split("\nLABEL")[0]
     assert "INITRD initrd.img,iscsi/node.cpio" in iscsi
     assert f"root=UUID={plan.root_uuid} iscsi_target_name=iqn.2030-01.org.example:node ip=dhcp ro" in iscsi
     creds = chap.read(plan.facts.netboot["chap"])
@@ -170,6 +177,10 @@ def test_config_has_the_tgt_target_private_and_the_hosts(paths, tmp_path):
     assert f"outgoinguser node-target {creds['target_secret']}" in text
     assert "initiator-name iqn.2030-01.org.example:n11" in text and "n21" not in text
     assert "initiator-address 10.1.0.0/16" in text
+    own = text.split("<target iqn.2030-01.org.example:node-n31>")[1].split("</target>")[0]
+    assert "<backing-store /srv/distonet/node.img>\n        lun 1\n        readonly 1\n        allow-in-use yes" in own
+    assert "<backing-store /srv/distonet/layers/node/n31/layer.ext4>\n        lun 2\n" in own
+    assert "initiator-name iqn.2030-01.org.example:n31" in own and f"incominguser node {creds['secret']}" in own
     dnsmasq = (out / "dnsmasq.conf").read_text()
     assert "dhcp-host=52:54:00:00:00:11,n11,10.1.0.11" in dnsmasq and "dhcp-host=52:54:00:00:00:21,n21\n" in dnsmasq
     ganesha = (out / "ganesha.conf").read_text()
@@ -185,13 +196,16 @@ def test_iscsi_output_names_the_lun_and_initiators(paths, tmp_path):
     assert [a.path for a in arts] == ["iscsi/initiators"]
     text = (tmp_path / "out/iscsi/initiators").read_text()
     assert "target iqn.2030-01.org.example:node, CHAP mutual" in text and f"UUID {plan.root_uuid}" in text
-    assert [l.split()[0] for l in text.splitlines() if not l.startswith("#")] == ["iqn.2030-01.org.example:n11"]
+    assert [l.split()[0] for l in text.splitlines() if not l.startswith("#")] == \
+        ["iqn.2030-01.org.example:n11", "iqn.2030-01.org.example:n31"]
+    assert "own target iqn.2030-01.org.example:node-n31" in text
 
 
 def test_clones_make_sparse_layers_once(tmp_path):
-    hosts = [{"hostname": "n21", "mode": "nfs-persistent"}, {"hostname": "n11", "mode": "iscsi"}]
+    hosts = [{"hostname": "n21", "mode": "nfs-persistent"}, {"hostname": "n11", "mode": "iscsi"},
+             {"hostname": "n31", "mode": "iscsi-persistent"}]
     made = clones.make_clones(hosts, tmp_path, size_mib=256)
-    assert [(m.host, m.made) for m in made] == [("n21", True)]
+    assert [(m.host, m.made) for m in made] == [("n21", True), ("n31", True)]
     layer = tmp_path / "n21/layer.ext4"
     assert layer.stat().st_size == 256 << 20 and layer.stat().st_blocks * 512 < 32 << 20   # sparse
     label = subprocess.run(["e2label", str(layer)], capture_output=True, text=True).stdout.strip()
