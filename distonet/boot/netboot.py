@@ -30,7 +30,9 @@ from ..host.run import check_tools, run
 from ..paths import Paths
 from .qemu import LOGIN, BootResult, firmware_args, pick_accel, qemu_argv, watch
 
-BOOTFILE = {"bios": "pxelinux.0", "uefi": "grubnetx64.efi"}
+# What DHCP tells each firmware to load. "ipxe": a BIOS machine whose PXE ROM is iPXE (QEMU's
+# is) runs boot.ipxe itself, as a site's iPXE would chain it.
+BOOTFILE = {"bios": "pxelinux.0", "uefi": "grubnetx64.efi", "ipxe": "boot.ipxe"}
 NFS_TOOLS = ["rpcbind", "rpcinfo", "ganesha.nfsd", "tar", "zstd"]
 ISCSI_TOOLS = ["tgtd", "tgt-admin", "tgtadm"]
 # A tmpfs is laid over each served path's top folder inside the namespace, so making the paths
@@ -212,6 +214,11 @@ class Lab:
         if not (tree / "pxelinux.cfg" / mine).exists():
             menu = (src / "pxelinux.cfg/default").read_text()
             (tree / "pxelinux.cfg" / mine).write_text(re.sub(r"(?m)^DEFAULT .*$", f"DEFAULT {mode}", menu))
+        ipxe = tree / "hosts" / f"{mac_dashes(mac)}.ipxe"
+        if not ipxe.exists() and (src / "boot.ipxe").exists():
+            ipxe.parent.mkdir(parents=True, exist_ok=True)
+            script = (src / "boot.ipxe").read_text().split("||\n", 1)[-1]   # after the chain to hosts/
+            ipxe.write_text(f"#!ipxe\ngoto {mode}\n{script}")
         grub = tree / "grub/hosts" / f"{mac.lower()}.cfg"
         if not grub.exists():
             grub.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +258,8 @@ class Lab:
         named = f",hostname={hostname}" if hostname else ""
         net = ["-netdev", f"user,id=net0,tftp={tree},bootfile={BOOTFILE[firmware]}{named}",
                "-device", f"virtio-net-pci,netdev=net0,mac={mac}", "-boot", "n"]
-        argv = in_ns(self.ns, qemu_argv(accel, console, serial_socket=sock) + firmware_args(firmware, self.work) + net)
+        machine = "bios" if firmware == "ipxe" else firmware
+        argv = in_ns(self.ns, qemu_argv(accel, console, serial_socket=sock) + firmware_args(machine, self.work) + net)
         with log.step(f"boot {name} ({accel}), waiting for /{marker}/"):
             reached, seconds, failure = watch(self.ledger, argv, console, marker, timeout,
                                               after=(lambda: console_session(sock)) if sock else None,

@@ -72,8 +72,9 @@ def checked(session_checks, seen, then="poweroff"):
     return session
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+@pytest.mark.parametrize("firmware", ["bios", "uefi", "ipxe"])
 def test_pxe_nfs_root_with_a_tmpfs_layer(node, firmware, tmp_path):
+    """pxelinux (BIOS), GRUB (UEFI), and the iPXE script run by QEMU's iPXE ROM."""
     from distonet.boot.netboot import lab_for
     export = tmp_path / "export"
     seen = {}
