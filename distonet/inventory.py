@@ -10,8 +10,6 @@ makes their persistent layers, and config/ lists their initiator names for the i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Optional
@@ -91,6 +89,3 @@ def facts(site: str | None, site_dirs, recipe: str, modes) -> dict:
         hosts.append({"hostname": name, **host.model_dump(mode="json")})
     return {"file": str(path), "hosts": hosts}
 
-
-def digest(data) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

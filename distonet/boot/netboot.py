@@ -198,7 +198,7 @@ class Lab:
         """The pxe/ tree as the site serves it, plus what a site's inventory would give a machine
         with `mac` that boots `mode` (unless the tree has an entry of its own for it): files
         linked, not copied. `swap` replaces files (a test's wrong credentials)."""
-        from ..netboot import mac_dashes
+        from ..netboot import host_files
         self.boots += 1
         tree = self.work / f"tftp-{self.boots}"
         src = self.out / "pxe"
@@ -210,20 +210,22 @@ class Lab:
         for rel, path in (swap or {}).items():
             (tree / rel).unlink(missing_ok=True)
             (tree / rel).symlink_to(path)
-        mine = f"01-{mac_dashes(mac)}"
-        if not (tree / "pxelinux.cfg" / mine).exists():
-            menu = (src / "pxelinux.cfg/default").read_text()
-            (tree / "pxelinux.cfg" / mine).write_text(re.sub(r"(?m)^DEFAULT .*$", f"DEFAULT {mode}", menu))
-        ipxe = tree / "hosts" / f"{mac_dashes(mac)}.ipxe"
-        if not ipxe.exists() and (src / "boot.ipxe").exists():
-            ipxe.parent.mkdir(parents=True, exist_ok=True)
-            script = (src / "boot.ipxe").read_text().split("||\n", 1)[-1]   # after the chain to hosts/
-            ipxe.write_text(f"#!ipxe\ngoto {mode}\n{script}")
-        grub = tree / "grub/hosts" / f"{mac.lower()}.cfg"
-        if not grub.exists():
-            grub.parent.mkdir(parents=True, exist_ok=True)
-            menu = (src / "grub/grub.cfg").read_text().replace("set timeout=", f"set default={mode}\nset timeout=", 1)
-            grub.write_text(re.sub(r'(?s)^.*?\nfi\n', "", menu, count=1))   # not the include itself
+        # Where the loaders look for this machine's own file (netboot.host_files), and how the
+        # recipe's menu becomes one that boots `mode` there.
+        choose = {
+            "pxelinux.cfg.j2": ("pxelinux.cfg/default",
+                                lambda m: re.sub(r"(?m)^DEFAULT .*$", f"DEFAULT {mode}", m)),
+            "grub.cfg.j2": ("grub/grub.cfg",   # without the include of host files itself
+                            lambda m: re.sub(r"(?s)^.*?\nfi\n", "", m.replace(
+                                "set timeout=", f"set default={mode}\nset timeout=", 1), count=1)),
+            "boot.ipxe.j2": ("boot.ipxe",      # after the chain to hosts/
+                             lambda m: f"#!ipxe\ngoto {mode}\n" + m.split("||\n", 1)[-1]),
+        }
+        for template, rel in host_files(mac).items():
+            own, (menu, edit) = tree / rel.removeprefix("pxe/"), choose[template]
+            if not own.exists() and (src / menu).exists():
+                own.parent.mkdir(parents=True, exist_ok=True)
+                own.write_text(edit((src / menu).read_text()))
         return tree
 
     def add_target(self, name: str, conf: str) -> None:

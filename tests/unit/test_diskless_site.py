@@ -2,14 +2,13 @@
 credentials and their cpio, the tgt target, the iSCSI output, per-node layers, and the boot
 harness's TFTP tree. Real tools where they are cheap (cpio, grub-script-check, mkfs.ext4)."""
 
-import os
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from distonet import chap, clones, inventory, netboot
+from distonet import chap, clones, netboot
 from distonet.enums import Chap
 from distonet.errors import BuildError, RecipeError
 from distonet.host.run import run
@@ -19,6 +18,7 @@ from distonet.pipeline import netboot_facts
 from distonet.recipe import load_recipe
 from tests.helpers import plan_of, write
 from tests.recording import RecordingRunner
+from tests.unit.test_netboot_outputs import pxe_inputs
 from tests.unit.test_outputs import ctx_for
 
 NODE = ("extends: minimal\nsite: lab\nkernel: {initramfs: [initramfs-tools, open-iscsi]}\n"
@@ -134,14 +134,8 @@ def test_menus_per_mode_and_per_host(paths):
 
 
 def test_pxe_writes_the_host_files_and_a_private_credentials_cpio(paths, tmp_path, monkeypatch):
-    import distonet.outputs.pxe as pxe
     plan = node_plan(paths)
-    for name in ("pxelinux.0", "ldlinux.c32", "vmlinuz", "initrd.img"):
-        (tmp_path / name).write_bytes(name.encode())
-    monkeypatch.setattr(pxe, "PXELINUX", tmp_path / "pxelinux.0")
-    monkeypatch.setattr(pxe, "LDLINUX", tmp_path / "ldlinux.c32")
-    inputs = {"kernel": [Artifact("kernel", str(tmp_path / "vmlinuz"), 7, "x"),
-                         Artifact("initrd", str(tmp_path / "initrd.img"), 10, "y")]}
+    inputs = pxe_inputs(tmp_path, monkeypatch)
     runner = RecordingRunner(effects={"grub-mkimage": lambda argv: Path(argv[argv.index("-o") + 1]).write_bytes(b"E"),
                                       "cpio": lambda argv: run(argv, input="etc\netc/iscsi.initramfs\n")})
     arts = REGISTRY["pxe"].make(ctx_for(plan, "pxe", tmp_path, runner, inputs=inputs))

@@ -79,15 +79,20 @@ def test_menus_have_one_entry_per_mode_with_the_server_from_dhcp(paths):
     assert "nfsroot=10.9.8.7:/nfs/node,vers=3,tcp" in files["pxe/pxelinux.cfg/default"]
 
 
-def test_pxe_command_sequence(paths, tmp_path, monkeypatch):
+def pxe_inputs(tmp_path, monkeypatch) -> dict:
+    """Stand-ins for pxelinux's files and the kernel output's artifacts."""
     import distonet.outputs.pxe as pxe
-    plan = node_plan(paths)
     for name in ("pxelinux.0", "ldlinux.c32", "vmlinuz", "initrd.img"):
         (tmp_path / name).write_bytes(name.encode())
     monkeypatch.setattr(pxe, "PXELINUX", tmp_path / "pxelinux.0")
     monkeypatch.setattr(pxe, "LDLINUX", tmp_path / "ldlinux.c32")
-    inputs = {"kernel": [Artifact("kernel", str(tmp_path / "vmlinuz"), 7, "x"),
-                         Artifact("initrd", str(tmp_path / "initrd.img"), 10, "y")]}
+    return {"kernel": [Artifact("kernel", str(tmp_path / "vmlinuz"), 7, "x"),
+                       Artifact("initrd", str(tmp_path / "initrd.img"), 10, "y")]}
+
+
+def test_pxe_command_sequence(paths, tmp_path, monkeypatch):
+    plan = node_plan(paths)
+    inputs = pxe_inputs(tmp_path, monkeypatch)
     runner = RecordingRunner(effects={"grub-mkimage": lambda argv: Path(argv[argv.index("-o") + 1]).write_bytes(b"EFI")})
     arts = REGISTRY["pxe"].make(ctx_for(plan, "pxe", tmp_path, runner, inputs=inputs))
     (argv,) = runner.calls
