@@ -6,13 +6,14 @@ makes their persistent layers, and config/ lists their initiator names for the i
     hosts:
       node07: {mac: "52:54:00:00:00:07", recipe: hpc-node, mode: nfs-persistent}
       node08: {mac: "52:54:00:00:00:08", recipe: hpc-node, mode: iscsi, args: [quiet]}
+      node09: {mac: "52:54:00:00:00:09", recipe: hpc-node, mode: nfs, nfs_version: 4}
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +42,8 @@ class Host(BaseModel):
     mode: NetbootMode = Field(NetbootMode.nfs, description="the boot entry this host takes")
     args: tuple[CmdlineArg, ...] = Field((), description="extra kernel arguments for this host")
     address: Optional[str] = Field(None, pattern=r"^[0-9.]+$", description="a fixed IPv4 address (dnsmasq)")
+    nfs_version: Optional[Literal[3, 4]] = Field(None, description="this host's NFS version, if not its recipe's "
+                                                                   "(netboot.nfs_version): a fleet moves host by host")
 
 
 class Inventory(BaseModel):

@@ -54,9 +54,11 @@ def layer_dir(layers: str, recipe: str, hostname: str) -> str:
     return f"{layers.format(recipe=recipe).rstrip('/')}/{hostname}"
 
 
-def nfs_cmdline(export: str, server: str | None, union: str = "tmpfs") -> list[str]:
+def nfs_cmdline(export: str, server: str | None, union: str = "tmpfs", version: int = 3) -> list[str]:
+    """vers=4 is NFSv4.1 through hooks/initramfs/netroot's nfsmount (klibc's speaks v2 and v3)."""
     root = f"{server}:{export}" if server else export
-    return ["root=/dev/nfs", f"nfsroot={root},vers=3,tcp", "ip=dhcp", "boot=nfs", "ro", f"distonet.union={union}"]
+    return ["root=/dev/nfs", f"nfsroot={root},vers={version},tcp", "ip=dhcp", "boot=nfs", "ro",
+            f"distonet.union={union}"]
 
 
 def iscsi_cmdline(root_uuid: str, target: str, server: str | None, port: int,
@@ -72,14 +74,17 @@ def iscsi_cmdline(root_uuid: str, target: str, server: str | None, port: int,
     return args + ["ip=dhcp", "ro", "rootflags=noload", "fsck.mode=skip", f"distonet.union={union}"]
 
 
-def mode_args(mode: str, recipe: str, netboot, root_uuid: str, hostname: str | None = None) -> list[str]:
-    """The kernel arguments of one mode; `hostname` for a host's own entry (else from DHCP)."""
+def mode_args(mode: str, recipe: str, netboot, root_uuid: str, hostname: str | None = None,
+              nfs_version: int | None = None) -> list[str]:
+    """The kernel arguments of one mode; `hostname` for a host's own entry (else from DHCP),
+    `nfs_version` for a host that does not take its recipe's."""
     server = netboot.server
+    version = nfs_version or netboot.nfs_version
     if mode == "nfs":
-        return nfs_cmdline(export_path(netboot.export, recipe), server)
+        return nfs_cmdline(export_path(netboot.export, recipe), server, version=version)
     if mode == "nfs-persistent":
         layer = layer_dir(netboot.layers, recipe, hostname or "@HOSTNAME@")
-        return nfs_cmdline(export_path(netboot.export, recipe), server, f"nfs:{layer}")
+        return nfs_cmdline(export_path(netboot.export, recipe), server, f"nfs:{layer}", version)
     if mode in ISCSI_MODES:
         iqn = netboot.iscsi.iqn
         own = node_target_name(iqn, recipe, hostname or "@HOSTNAME@") if mode == "iscsi-persistent" else None
@@ -108,7 +113,7 @@ def host_entry(host: dict, recipe: str, netboot, root_uuid: str, console: str | 
                extra: tuple[str, ...]) -> Entry:
     """A host's own entry (inventory.py): its mode, its layer and initiator, its arguments."""
     mode = host["mode"]
-    args = mode_args(mode, recipe, netboot, root_uuid, host["hostname"])
+    args = mode_args(mode, recipe, netboot, root_uuid, host["hostname"], host.get("nfs_version"))
     return Entry(host["hostname"], f"{host['hostname']}: {recipe}, {TITLES[mode]}",
                  " ".join(args + _console(console) + list(extra) + list(host.get("args", ()))),
                  _initrds(mode, recipe, netboot))

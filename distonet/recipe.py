@@ -12,7 +12,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -99,6 +99,9 @@ class Netboot(Model):
                                   description="the root's path as nodes mount it; default /srv/distonet/{recipe}")
     server: Optional[str] = Field(None, pattern=r"^[0-9A-Za-z.:-]+$",
                                   description="NFS and iSCSI server address; default: the DHCP boot server (next-server)")
+    nfs_version: Literal[3, 4] = Field(3, description="3 (klibc's nfsmount; needs rpcbind and mountd) or 4 "
+                                                      "(NFSv4.1, the kernel's client through hooks/initramfs/netroot; "
+                                                      "port 2049 alone); a host of the inventory may differ")
     layers: str = Field("/srv/distonet/layers/{recipe}", pattern=r"^/[A-Za-z0-9._/{}-]*$",
                         description="nfs-persistent: where each node's layer lives on the NFS server "
                                     "(LAYERS/HOSTNAME/layer.ext4, made by distonet clones)")

@@ -4,8 +4,8 @@ with CHAP, each server started from the generated config/ files, a union layer o
 the node's own on NFS). All of it in a network namespace with only loopback.
 
 One site inventory (sites/lab/hosts.yaml) declares the machines: node11 boots iSCSI, node21 and
-node22 keep their changes in layers on NFS and node31 in a LUN of its own, which `distonet
-clones` makes."""
+node22 keep their changes in layers on NFS (node22 over NFSv4, the others' NFS roots are v3) and
+node31 in a LUN of its own, which `distonet clones` makes."""
 
 import hashlib
 import os
@@ -24,7 +24,7 @@ PASSWORD = "distonet-test"
 HOSTS = """hosts:
   node11: {mac: "52:54:00:00:00:11", recipe: node, mode: iscsi}
   node21: {mac: "52:54:00:00:00:21", recipe: node, mode: nfs-persistent}
-  node22: {mac: "52:54:00:00:00:22", recipe: node, mode: nfs-persistent, args: [distonet.test=22]}
+  node22: {mac: "52:54:00:00:00:22", recipe: node, mode: nfs-persistent, args: [distonet.test=22], nfs_version: 4}
   node31: {mac: "52:54:00:00:00:31", recipe: node, mode: iscsi-persistent}
 """
 
@@ -171,13 +171,19 @@ def test_persistent_nfs_layers_survive_a_reboot_and_stay_per_node(node, tmp_path
         r2 = lab.boot("bios", "nfs-persistent", hostname="node21", mac="52:54:00:00:00:21",
                       console_session=checked({"read": "cat /root/probe"}, second))
         r3 = lab.boot("uefi", "nfs-persistent", hostname="node22", mac="52:54:00:00:00:22",
-                      console_session=checked({"read": "cat /root/probe 2>&1; echo; cat /proc/cmdline"}, other))
+                      console_session=checked({"read": "cat /root/probe 2>&1; echo; cat /proc/cmdline",
+                                               "root": "findmnt -n -o FSTYPE,OPTIONS /run/distonet-union/lower",
+                                               "layer": "findmnt -n -o FSTYPE,OPTIONS /run/distonet-union/nfs",
+                                               "owner": "stat -c %U:%G /etc/shadow /usr/bin/passwd"}, other))
     for r in (r1, r2, r3):
         assert r.reached, r.console[-3000:]
         assert "writable layer on NFS 10.0.2.2:/srv/distonet/layers/node/node2" in r.console
     assert first["write"] == "kept-by-node21\n" and "rebooted" in first
     assert second["read"] == "kept-by-node21\n"                    # survived the reboot
     assert "No such file" in other["read"] and "distonet.test=22" in other["read"]   # node22: its own layer, its own entry
+    for mount in (other["root"], other["layer"]):                  # node22's root and layer: NFSv4.1
+        assert mount.split()[0] == "nfs4" and "vers=4.1" in mount, other
+    assert other["owner"].split() == ["root:shadow", "root:root"]  # owners by number, mapped by the node
     probe = subprocess.run(["debugfs", "-R", "cat /upper/root/probe", str(layers / "node21/layer.ext4")],
                            capture_output=True, text=True)
     assert probe.stdout == "kept-by-node21\n"                      # on the server, in node21's layer

@@ -179,6 +179,7 @@ def test_config_has_the_tgt_target_private_and_the_hosts(paths, tmp_path):
     assert "dhcp-host=52:54:00:00:00:11,n11,10.1.0.11" in dnsmasq and "dhcp-host=52:54:00:00:00:21,n21\n" in dnsmasq
     ganesha = (out / "ganesha.conf").read_text()
     assert "Path = /srv/distonet/layers/node;" in ganesha and "Access_Type = RW; }" in ganesha
+    assert "Only_Numeric_Owners = true;" in ganesha      # NFSv4 nodes have no idmapper in their initrd
     assert "/srv/distonet/layers/node 10.1.0.0/16(rw," in (out / "exports").read_text()
 
 
@@ -229,3 +230,48 @@ def test_the_harness_serves_the_tree_with_a_node_s_choice(paths, tmp_path):
     assert "mount --bind" in script and f"ln -s {tmp_path / 'lun.img'} /srv/x/lun.img" in script
     with pytest.raises(BuildError, match="its top folder /tmp is needed"):
         holder_script([(tmp_path, "/tmp/export")], tmp_path / "r")
+
+
+def test_nfs_version_from_the_recipe_or_the_host(paths):
+    hosts = HOSTS + '  n41: {mac: "52:54:00:00:00:41", recipe: node, mode: nfs-persistent, nfs_version: 4}\n'
+    plan = node_plan(paths, hosts=hosts)
+    files = netboot.menus("node", plan.recipe.boot, plan.recipe.netboot, plan.root_uuid, plan.facts.netboot["hosts"])
+    assert "nfsroot=/srv/distonet/node,vers=3,tcp" in files["pxe/pxelinux.cfg/default"]
+    assert "nfsroot=/srv/distonet/node,vers=3,tcp" in files["pxe/pxelinux.cfg/01-52-54-00-00-00-21"]
+    for rel in ("pxe/pxelinux.cfg/01-52-54-00-00-00-41", "pxe/grub/hosts/52:54:00:00:00:41.cfg",
+                "pxe/hosts/52-54-00-00-00-41.ipxe"):
+        assert "nfsroot=/srv/distonet/node,vers=4,tcp" in files[rel] and "vers=3" not in files[rel]
+    v4 = node_plan(paths, NODE.replace("netboot: {", "netboot: {nfs_version: 4, "))
+    files = netboot.menus("node", v4.recipe.boot, v4.recipe.netboot, v4.root_uuid, v4.facts.netboot["hosts"])
+    assert "vers=3" not in files["pxe/pxelinux.cfg/default"] and "vers=4,tcp" in files["pxe/boot.ipxe"]
+
+
+@pytest.mark.parametrize("hosts, message", [
+    ('  n9: {mac: "52:54:00:00:00:09", recipe: node, nfs_version: 5}\n', "hosts.n9.nfs_version"),
+])
+def test_a_bad_nfs_version_names_the_host(paths, hosts, message):
+    with pytest.raises(RecipeError, match=message):
+        node_plan(paths, hosts=HOSTS + hosts)
+
+
+NFSMOUNT = Path(__file__).parents[2] / "hooks/initramfs/netroot/bin/distonet-nfsmount"
+
+
+def test_the_initramfs_nfsmount_mounts_v4_with_the_kernel_client(tmp_path):
+    """initramfs-tools calls `nfsmount -o nolock -o ro -o vers=4,tcp SERVER:/PATH /root`: the
+    wrapper drops the v3-only options, asks for 4.1 and names the server's address."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool in ("mount", "modprobe"):
+        (bin_ / tool).write_text(f'#!/bin/sh\necho {tool} "$@" >> {tmp_path}/calls\n')
+        (bin_ / tool).chmod(0o755)
+    env = {"PATH": f"{bin_}:/usr/bin:/bin"}
+    subprocess.run(["sh", str(NFSMOUNT), "-o", "nolock", "-o", "ro", "-o", "vers=4,tcp,retrans=3",
+                    "10.0.2.2:/srv/distonet/node", "/root"], env=env, check=True)
+    subprocess.run(["sh", str(NFSMOUNT), "-o", "nolock,rw,vers=4.2", "10.0.2.2:/srv/layers/n1", "/run/x"],
+                   env=env, check=True)
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "modprobe nfsv4",
+        "mount -t nfs4 -o ro,vers=4.1,tcp,addr=10.0.2.2 10.0.2.2:/srv/distonet/node /root",
+        "modprobe nfsv4",
+        "mount -t nfs4 -o rw,vers=4.2,addr=10.0.2.2 10.0.2.2:/srv/layers/n1 /run/x"]
