@@ -232,10 +232,11 @@ def boot(plan: BuildPlan) -> list:
     m = Manifest.load(plan.out_dir)
     kinds = {a.kind for a in m.artifacts}
     disk, netboot = "disk" in kinds, {"pxe", "config"} <= kinds
-    if not disk and not netboot:
+    hypervisors = {a.kind: plan.out_dir / a.path for a in m.artifacts if a.kind in ("ova", "xen")}
+    if not disk and not netboot and not hypervisors:
         raise BootError(f"{plan.name}: the build has no disk.raw and no netboot outputs; nothing to boot",
                         hint=f"add `disk: {{}}` (or nfsroot, pxe and config) under outputs in {plan.source}")
-    results = boot_recipe(plan, disk=disk, netboot=netboot)
+    results = boot_recipe(plan, disk=disk, netboot=netboot, hypervisors=hypervisors)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     booted = {r.name.split("/")[0] for r in results}
     with outdir.locked(plan.out_dir):

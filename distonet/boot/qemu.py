@@ -145,9 +145,17 @@ def ssh_banner(port: int, timeout: float = 3) -> str | None:
     return line if line.startswith("SSH-") else None
 
 
-def disk_args(disk: Path, fmt: str) -> list[str]:
-    # snapshot=on: a boot test never changes the artifact it proves.
+def disk_args(disk: Path, fmt: str, bus: str = "virtio") -> list[str]:
+    """`bus` virtio (KVM, Xen's PV disks are much the same to the image) or sata (the AHCI port
+    VirtualBox gives an OVA's disk). snapshot=on: a boot test never changes what it proves."""
+    if bus == "sata":
+        return ["-drive", f"file={disk},format={fmt},if=none,id=disk0,snapshot=on",
+                "-device", "ide-hd,drive=disk0,bus=ide.0"]
     return ["-drive", f"file={disk},format={fmt},if=virtio,snapshot=on"]
+
+
+def disk_format(disk: Path) -> str:
+    return {".qcow2": "qcow2", ".vmdk": "vmdk"}.get(disk.suffix, "raw")
 
 
 def firmware_args(firmware: str, workdir: Path) -> list[str]:
@@ -161,16 +169,19 @@ def firmware_args(firmware: str, workdir: Path) -> list[str]:
 
 def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float = 300,
               kernel: Path | None = None, paths: Paths | None = None, name: str | None = None,
-              log_dir: Path | None = None, ssh: bool = False, then=None, console_session=None) -> BootResult:
+              log_dir: Path | None = None, ssh: bool = False, then=None, console_session=None,
+              bus: str = "virtio", direct: tuple[Path, Path, str] | None = None) -> BootResult:
     """Boot `disk` with `firmware` until `marker` shows on the serial console; with ssh, also
     until sshd answers through a port forwarded from 127.0.0.1 (the banner is in the result),
     and then, if given, until `then(port)` is true (a test logging in). With `console_session`,
-    then until `console_session(socket_path)` is true (a test logging in on the serial console)."""
+    then until `console_session(socket_path)` is true (a test logging in on the serial console).
+    `direct` = (kernel, initrd, command line): started by QEMU itself, as Xen's dom0 starts a
+    PVH guest, the disk holding only the root."""
     paths = paths or Paths.default()
     check_tools(["qemu-system-x86_64"])
     if firmware == "uefi" and not OVMF_CODE.is_file():
         raise ToolMissing(f"{OVMF_CODE}: not found", hint="run ./setup.sh (it installs ovmf)")
-    fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+    fmt = disk_format(disk)
     name = name or f"{disk.name}/{firmware}"
     with tempfile.TemporaryDirectory(prefix="distonet-boot-") as tmp, Ledger(paths.ledger) as ledger:
         workdir = Path(tmp)
@@ -191,7 +202,8 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
             return (not ssh or sshd_answers()) and (sock is None or console_session(sock))
 
         argv = (qemu_argv(accel, console, serial_socket=sock) + firmware_args(firmware, workdir)
-                + disk_args(disk, fmt) + net_args(port))
+                + disk_args(disk, fmt, bus) + net_args(port)
+                + (["-kernel", str(direct[0]), "-initrd", str(direct[1]), "-append", direct[2]] if direct else []))
         with log.step(f"boot {name} ({accel}), waiting for /{marker}/{' and sshd' if ssh else ''}"):
             reached, seconds, failure = watch(ledger, argv, console, marker, timeout,
                                               after=after if (ssh or sock) else None)
@@ -206,12 +218,20 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
     return BootResult(name, reached, round(seconds, 1), accel, text, banner[0] if banner else None, failure)
 
 
-def boot_recipe(plan, disk: bool = True, netboot: bool = False) -> list[BootResult]:
-    """Boot the recipe's disk.raw, and its diskless modes over PXE, with each firmware it names;
-    print one line for each."""
+def boot_recipe(plan, disk: bool = True, netboot: bool = False,
+                hypervisors: dict[str, Path] | None = None) -> list[BootResult]:
+    """Boot the recipe's disk.raw, and its diskless modes over PXE, with each firmware it names,
+    and its hypervisor artifacts (kind: file) as their hypervisors start them; print one line
+    for each."""
+    from .hypervisors import boot_ova, boot_xen
     out = plan.out_dir
     recipe = plan.recipe
     results = []
+    hypervisors = hypervisors or {}
+    if "ova" in hypervisors:
+        results.append(boot_ova(plan, hypervisors["ova"]))
+    if "xen" in hypervisors:
+        results += [r for r in [boot_xen(plan, hypervisors["xen"])] if r]
     for firmware in recipe.boot.firmware if disk else ():
         results.append(boot_disk(out / "disk.raw", str(firmware), marker=recipe.boot.marker or LOGIN,
                                  timeout=recipe.boot.timeout, kernel=out / "vmlinuz",
