@@ -232,7 +232,7 @@ def boot(plan: BuildPlan) -> list:
     m = Manifest.load(plan.out_dir)
     kinds = {a.kind for a in m.artifacts}
     disk, netboot = "disk" in kinds, {"pxe", "config"} <= kinds
-    hypervisors = {a.kind: plan.out_dir / a.path for a in m.artifacts if a.kind in ("ova", "xen")}
+    hypervisors = {a.kind: plan.out_dir / a.path for a in m.artifacts if a.kind in ("ova", "xen", "iso")}
     if not disk and not netboot and not hypervisors:
         raise BootError(f"{plan.name}: the build has no disk.raw and no netboot outputs; nothing to boot",
                         hint=f"add `disk: {{}}` (or nfsroot, pxe and config) under outputs in {plan.source}")

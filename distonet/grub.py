@@ -59,9 +59,9 @@ def grub_cfg(title: str, kernel_version: str, root_uuid: str, args: list[str],
     return "\n".join(lines) + "\n"
 
 
-def mkimage_argv(platform: str, output: Path, config: Path) -> list[str]:
+def mkimage_argv(platform: str, output: Path, config: Path, extra: tuple[str, ...] = ()) -> list[str]:
     return ["grub-mkimage", "-O", platform, "-d", str(GRUB_LIB / platform), "-o", str(output),
-            "-c", str(config), "-p", "/boot/grub", *MODULES, *PLATFORM_MODULES[platform]]
+            "-c", str(config), "-p", "/boot/grub", *MODULES, *PLATFORM_MODULES[platform], *extra]
 
 
 def patch_bios_boot(mbr: bytes, boot_img: bytes, core_img: bytes, core_lba: int,

@@ -144,14 +144,15 @@ def netboot_facts(recipe: Recipe, paths: Paths, site: str | None) -> dict:
 
 
 def initramfs_facts(recipe: Recipe, paths: Paths) -> list[dict]:
-    """The initramfs hook sets the recipe needs (netboot modes need `union`, iscsi `iscsi`),
-    found and digested."""
-    from .stages.initramfs import ISCSI, NETROOT, UNION, hook_files
+    """The initramfs hook sets the recipe needs (netboot modes need `union`, iscsi `iscsi`, an
+    ISO `live` and `union`), found and digested."""
+    from .stages.initramfs import ISCSI, LIVE, NETROOT, UNION, hook_files
     names = [NETROOT, UNION] if recipe.netboot.modes else []
     names += [ISCSI] if {NetbootMode.iscsi, NetbootMode.iscsi_persistent} & set(recipe.netboot.modes) else []
+    names += [n for n in (UNION, LIVE) if n not in names] if "iso" in recipe.enabled_outputs() else []
     out = []
     for name in names:
-        d = find_dir(name, paths.initramfs_dirs, f"{recipe.name}: netboot: no initramfs hook set")
+        d = find_dir(name, paths.initramfs_dirs, f"{recipe.name}: no initramfs hook set")
         out.append({"name": name, "dir": str(d), "files": hook_files(d)})
     return out
 

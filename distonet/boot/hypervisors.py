@@ -4,7 +4,10 @@
   what VirtualBox gives a machine imported from standard OVF sections;
 - xen (PVH): the kernel, initrd and command line the xl config names, started by QEMU itself
   as dom0 starts them, the root image as the only disk; (HVM): the partitioned disk with BIOS,
-  as Xen's emulated firmware boots it. PV needs Xen's pvgrub2 and is not booted here.
+  as Xen's emulated firmware boots it. PV needs Xen's pvgrub2 and is not booted here;
+- iso: in a CD drive with BIOS (ISOLINUX) and UEFI (GRUB), and as a stick (a disk: the
+  isohybrid MBR); with `toram`, the initrd copies the root into RAM (the kernel started
+  directly with the menu's second entry, the ISO still the medium).
 """
 
 from __future__ import annotations
@@ -75,3 +78,21 @@ def _artifact(plan, kind: str) -> str:
 def _scratch(plan) -> Path:
     plan.paths.work.mkdir(parents=True, exist_ok=True)
     return plan.paths.work
+
+
+def boot_iso(plan, iso: Path, firmware: str, how: str = "cdrom") -> BootResult:
+    """`how`: cdrom, stick (the ISO as a disk), or toram (CD, the RAM entry's command line)."""
+    from ..outputs.iso import IsoOptions, entries, label_of
+    recipe, out = plan.recipe, plan.out_dir
+    direct = None
+    if how == "toram":
+        label = label_of(plan.name, plan.output("iso").options if _has(plan, "iso") else IsoOptions())
+        ram = next(e for e in entries(plan.name, label, plan.build.cmdline) if e.label == "toram")
+        direct = (out / "vmlinuz", out / "initrd.img", ram.cmdline)
+    return boot_disk(iso, firmware, marker=recipe.boot.marker or LOGIN, timeout=recipe.boot.timeout,
+                     kernel=out / "vmlinuz", paths=plan.paths, name=f"iso-{how}/{firmware}",
+                     log_dir=out / "boot", bus="sata" if how == "stick" else "cdrom", direct=direct)
+
+
+def _has(plan, name: str) -> bool:
+    return any(o.name == name for o in plan.outputs)

@@ -78,8 +78,10 @@ def watch(ledger: Ledger, argv: list[str], console: Path, marker: str, timeout: 
             failed = fatal.search(text)
             if failed:
                 return False, time.monotonic() - start, ANSI.sub("", failed.group(0)).strip()
-            if proc.poll() is not None:
-                break
+            if proc.poll() is not None:       # QEMU refused its arguments, or the guest powered off
+                said_qemu = console.with_suffix(".qemu.log").read_text(errors="replace").strip().splitlines()
+                return False, time.monotonic() - start, \
+                    f"QEMU exited ({proc.returncode}){': ' + said_qemu[-1] if said_qemu else ''}"
             time.sleep(0.25)
         return False, time.monotonic() - start, None
     finally:
@@ -145,9 +147,14 @@ def ssh_banner(port: int, timeout: float = 3) -> str | None:
     return line if line.startswith("SSH-") else None
 
 
-def disk_args(disk: Path, fmt: str, bus: str = "virtio") -> list[str]:
-    """`bus` virtio (KVM, Xen's PV disks are much the same to the image) or sata (the AHCI port
-    VirtualBox gives an OVA's disk). snapshot=on: a boot test never changes what it proves."""
+def disk_args(disk: Path, fmt: str, bus: str = "virtio", direct: bool = False) -> list[str]:
+    """`bus` virtio (KVM, Xen's PV disks are much the same to the image), sata (the AHCI port
+    VirtualBox gives an OVA's disk) or cdrom (an ISO in a SATA CD drive, booted first).
+    snapshot=on: a boot test never changes what it proves. `direct`: QEMU starts the kernel
+    itself (its loader takes the first boot index)."""
+    if bus == "cdrom":
+        return ["-drive", f"file={disk},format=raw,if=none,id=cd0,media=cdrom,readonly=on",
+                "-device", f"ide-cd,drive=cd0,bus=ide.0{'' if direct else ',bootindex=0'}"]
     if bus == "sata":
         return ["-drive", f"file={disk},format={fmt},if=none,id=disk0,snapshot=on",
                 "-device", "ide-hd,drive=disk0,bus=ide.0"]
@@ -155,7 +162,7 @@ def disk_args(disk: Path, fmt: str, bus: str = "virtio") -> list[str]:
 
 
 def disk_format(disk: Path) -> str:
-    return {".qcow2": "qcow2", ".vmdk": "vmdk"}.get(disk.suffix, "raw")
+    return {".qcow2": "qcow2", ".vmdk": "vmdk"}.get(disk.suffix, "raw")   # an ISO is raw
 
 
 def firmware_args(firmware: str, workdir: Path) -> list[str]:
@@ -202,7 +209,7 @@ def boot_disk(disk: Path, firmware: str, *, marker: str = LOGIN, timeout: float 
             return (not ssh or sshd_answers()) and (sock is None or console_session(sock))
 
         argv = (qemu_argv(accel, console, serial_socket=sock) + firmware_args(firmware, workdir)
-                + disk_args(disk, fmt, bus) + net_args(port)
+                + disk_args(disk, fmt, bus, bool(direct)) + net_args(port)
                 + (["-kernel", str(direct[0]), "-initrd", str(direct[1]), "-append", direct[2]] if direct else []))
         with log.step(f"boot {name} ({accel}), waiting for /{marker}/{' and sshd' if ssh else ''}"):
             reached, seconds, failure = watch(ledger, argv, console, marker, timeout,
@@ -223,7 +230,7 @@ def boot_recipe(plan, disk: bool = True, netboot: bool = False,
     """Boot the recipe's disk.raw, and its diskless modes over PXE, with each firmware it names,
     and its hypervisor artifacts (kind: file) as their hypervisors start them; print one line
     for each."""
-    from .hypervisors import boot_ova, boot_xen
+    from .hypervisors import boot_iso, boot_ova, boot_xen
     out = plan.out_dir
     recipe = plan.recipe
     results = []
@@ -232,6 +239,10 @@ def boot_recipe(plan, disk: bool = True, netboot: bool = False,
         results.append(boot_ova(plan, hypervisors["ova"]))
     if "xen" in hypervisors:
         results += [r for r in [boot_xen(plan, hypervisors["xen"])] if r]
+    if "iso" in hypervisors:
+        for firmware in recipe.boot.firmware:
+            results.append(boot_iso(plan, hypervisors["iso"], str(firmware)))
+        results += [boot_iso(plan, hypervisors["iso"], "bios", how) for how in ("stick", "toram")]
     for firmware in recipe.boot.firmware if disk else ():
         results.append(boot_disk(out / "disk.raw", str(firmware), marker=recipe.boot.marker or LOGIN,
                                  timeout=recipe.boot.timeout, kernel=out / "vmlinuz",

@@ -5,4 +5,4 @@ recipe schema (built from the registry) never depends on import order.
 """
 
 from .base import REGISTRY, BuildFacts, Options, Output, OutputContext  # noqa: F401
-from . import config, disk, iscsi, kernel, libvirt, nfsroot, ova, pxe, qcow2, rootfs, sbom, squashfs, xen  # noqa: F401,E402  (registers)
+from . import config, disk, iso, iscsi, kernel, libvirt, nfsroot, ova, pxe, qcow2, rootfs, sbom, squashfs, xen  # noqa: F401,E402  (registers)

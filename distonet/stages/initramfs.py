@@ -1,7 +1,8 @@
 """initramfs: hook sets from hooks/initramfs/<name>/ (initramfs-tools' own layout: hooks/,
 scripts/<phase>/, conf.d/) installed into the image's /etc/initramfs-tools, then the initrd
 rebuilt by the image's update-initramfs. Keyed on the sets' content, so editing a hook rebuilds
-the initrd and nothing before it. A recipe with netboot modes gets the `netroot` and `union` sets, with iscsi also `iscsi`."""
+the initrd and nothing before it. A recipe with netboot modes gets the `netroot` and `union` sets, with iscsi also `iscsi`;
+one with an ISO `live` and `union`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .base import StageContext, StageKind
 UNION = "union"      # the read-only root under a writable layer
 NETROOT = "netroot"  # the root's interface left as the initramfs set it
 ISCSI = "iscsi"      # the iSCSI portal and initiator name when the command line leaves them out
+LIVE = "live"        # the root a squashfs file on a medium (the ISO) or in RAM
 
 
 def hook_files(d: Path) -> list[dict]:

@@ -1,7 +1,8 @@
-"""The hypervisor artifacts of recipes/vm.yaml (minimal plus xen, libvirt, ova, netboot-ova and
-squashfs outputs), each checked by a real consumer: Xen's parser (libxlutil), libvirt's schema,
-virt-v2v's OVA reader and the Common OVF Tool, unsquashfs; the OVA's disk booted as VirtualBox
-attaches it (SATA, BIOS) and the Xen PVH domain as dom0 starts it."""
+"""The hypervisor artifacts of recipes/vm.yaml (minimal plus xen, libvirt, ova, netboot-ova,
+squashfs and iso outputs), each checked by a real consumer: Xen's parser (libxlutil), libvirt's
+schema, virt-v2v's OVA reader and the Common OVF Tool, unsquashfs; the OVA's disk booted as
+VirtualBox attaches it (SATA, BIOS), the Xen PVH domain as dom0 starts it, and the live ISO
+from a CD with BIOS and UEFI and with its root copied into RAM."""
 
 import io
 import json
@@ -16,7 +17,7 @@ from tests.integration.conftest import doit, leftovers
 
 pytestmark = pytest.mark.integration
 
-KINDS = {"xen", "libvirt", "ova", "netboot-ova", "squashfs"}
+KINDS = {"xen", "libvirt", "ova", "netboot-ova", "squashfs", "iso"}
 COT = str(Path(sys.executable).parent / "cot")   # pip-installed beside pytest (.[test])
 
 
@@ -83,4 +84,18 @@ def test_the_ova_disk_and_the_xen_domain_boot_to_login(vm):
     xen = boot_xen(vm, artifact(vm, "xen"))
     assert xen.reached, xen.console[-3000:]
     assert "console=hvc0" in xen.console and "vda" in xen.console   # the config's command line, the root image
+    assert leftovers(vm.paths) == []
+
+
+@pytest.mark.parametrize("firmware, how", [("bios", "cdrom"), ("uefi", "cdrom"), ("bios", "toram")])
+def test_the_live_iso_boots_to_login(vm, firmware, how):
+    """From a CD: ISOLINUX (BIOS) or GRUB (UEFI) -> the initrd finds the ISO by its label ->
+    root.squashfs under a tmpfs layer; toram: the root copied into RAM first. (A stick, the ISO
+    as a disk through its isohybrid MBR, boots under `doit boot`.)"""
+    from distonet.boot.hypervisors import boot_iso
+    r = boot_iso(vm, artifact(vm, "iso"), firmware, how)
+    assert r.reached, r.console[-3000:]
+    assert "distonet live: root = /live/root.squashfs from VM" in r.console
+    assert "writable layer on tmpfs" in r.console and "FAILED" not in r.console
+    assert ("in RAM" in r.console) == (how == "toram")
     assert leftovers(vm.paths) == []

@@ -185,3 +185,89 @@ def test_the_harness_reads_the_disk_through_the_envelope(paths, tmp_path):
         tar.addfile(info, io.BytesIO(ovf))
     with pytest.raises(BuildError, match="not a member"):
         ova_disk(evil, tmp_path)
+
+
+def build_iso(paths, tmp_path, text="extends: minimal\noutputs: {iso: {}}\n"):
+    write(paths.recipes, "vm", text)
+    plan = plan_of("vm", paths)
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {}
+    for kind, name, size in (("kernel", "vmlinuz-x", 3000), ("initrd", "initrd-x", 5000),
+                             ("squashfs", "any.squashfs", 70000)):
+        f = src / name
+        f.write_bytes(kind.encode() * (size // len(kind)))
+        files[kind] = Artifact(kind, str(f), f.stat().st_size, "x")
+
+    def writes(flag):
+        return lambda argv: Path(argv[argv.index(flag) + 1]).write_bytes(b"EFI" * 1000)
+    runner = RecordingRunner(effects={"grub-mkimage": writes("-o"),
+                                      "mkfs.fat": lambda argv: Path(argv[-2]).write_bytes(b"\0" * (4 << 20))})
+    inputs = {"kernel": [files["kernel"], files["initrd"]], "squashfs": [files["squashfs"]]}
+    arts = REGISTRY["iso"].make(ctx_for(plan, "iso", tmp_path, runner, inputs=inputs))
+    return plan, runner, arts, tmp_path / "out/vm.iso"
+
+
+def read_iso(iso: Path, path: str) -> bytes:
+    import pycdlib
+    p = pycdlib.PyCdlib()
+    p.open(str(iso))
+    try:
+        out = io.BytesIO()
+        p.get_file_from_iso_fp(out, rr_path=path)
+        return out.getvalue()
+    finally:
+        p.close()
+
+
+def test_iso_command_sequence_and_layout(paths, tmp_path):
+    import subprocess
+    import pycdlib
+    plan, runner, arts, iso = build_iso(paths, tmp_path)
+    tools = [argv[0] for argv in runner.calls]
+    assert tools == ["grub-mkimage", "mkfs.fat", "mmd", "mcopy"]
+    mkimage = runner.calls[0]
+    assert mkimage[mkimage.index("-O") + 1] == "x86_64-efi" and {"iso9660", "search_label"} <= set(mkimage)
+    early = Path(mkimage[mkimage.index("-c") + 1]).read_text()
+    assert "search --no-floppy --label --set=root VM" in early
+    assert runner.calls[3][-1] == "::/EFI/BOOT/BOOTX64.EFI"
+    # the files the ISO needs come from its inputs, whatever their names
+    assert read_iso(iso, "/live/root.squashfs") == Path(tmp_path / "src/any.squashfs").read_bytes()
+    assert read_iso(iso, "/live/vmlinuz").startswith(b"kernel")
+    isolinux = read_iso(iso, "/isolinux/isolinux.cfg").decode()
+    grub_cfg = read_iso(iso, "/boot/grub/grub.cfg").decode()
+    for menu in (isolinux, grub_cfg):
+        assert "boot=distonet-live distonet.live=VM distonet.union=tmpfs ro console=tty0 console=ttyS0,115200" in menu
+        assert "root=UUID" not in menu and menu.count("distonet.toram") == 1
+    assert "SERIAL 0 115200" in isolinux and "DEFAULT live" in isolinux
+    (tmp_path / "g.cfg").write_text(grub_cfg)
+    subprocess.run(["grub-script-check", str(tmp_path / "g.cfg")], check=True)
+    assert subprocess.run(["blkid", "-o", "value", "-s", "LABEL", str(iso)], capture_output=True,
+                          text=True).stdout.strip() == "VM"
+    p = pycdlib.PyCdlib()
+    p.open(str(iso))
+    try:
+        cat = p.eltorito_boot_catalog
+        entries = [cat.initial_entry] + [e for s in cat.sections for e in s.section_entries]
+        assert len(entries) == 2
+        assert [s.platform_id for s in cat.sections] == [0xEF]            # the second entry: UEFI
+        assert p.isohybrid_mbr is not None                                 # a stick boots it too
+    finally:
+        p.close()
+    with open(iso, "rb") as fh:
+        mbr = fh.read(512)
+    assert mbr[510:] == b"\x55\xaa"
+    assert arts[0].kind == "iso" and arts[0].path == "vm.iso"
+
+
+def test_iso_label_option(paths, tmp_path):
+    _, runner, _, iso = build_iso(paths, tmp_path, "extends: minimal\noutputs: {iso: {label: LAB_2026}}\n")
+    assert "distonet.live=LAB_2026 " in read_iso(iso, "/isolinux/isolinux.cfg").decode()
+
+
+def test_an_iso_recipe_gets_the_live_and_union_hooks(paths):
+    from distonet.pipeline import initramfs_facts
+    from distonet.recipe import load_recipe
+    write(paths.recipes, "vm", "extends: minimal\noutputs: {iso: {}}\n")
+    assert [s["name"] for s in initramfs_facts(load_recipe("vm", paths.search), paths)] == ["union", "live"]
+    assert initramfs_facts(load_recipe("minimal", paths.search), paths) == []
