@@ -6,5 +6,6 @@ from distonet.tasks import DOIT_CONFIG, load_tasks_or_exit  # noqa: F401  (doit 
 
 
 def task_distonet():
-    """the tasks of the recipes named by recipe= (default: minimal), for the site named by site="""
-    yield from load_tasks_or_exit(get_var("recipe"), get_var("site"))
+    """the tasks of the recipes named by recipe= (default: minimal), for the site named by site=;
+    `doit publish` takes share="""
+    yield from load_tasks_or_exit(get_var("recipe"), get_var("site"), get_var("share"))

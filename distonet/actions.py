@@ -253,6 +253,19 @@ def boot(plan: BuildPlan) -> list:
     return results
 
 
+# -- publish ----------------------------------------------------------------------------------
+
+def publish(plan: BuildPlan, force: bool = False):
+    """`doit publish recipe=X share=S`: the share from share= (DISTONET_SHARE) or the site file."""
+    from . import publish as pub
+    from .pipeline import load_site
+    site = os.environ.get("DISTONET_SITE") or plan.recipe.site
+    s = pub.settings(load_site(site, plan.paths), os.environ.get("DISTONET_SHARE"),
+                     where=f"sites/{site}.yaml" if site else "the site file")
+    return pub.publish(plan.out_dir, s.share, keep=s.keep, force=force or bool(os.environ.get("DISTONET_FORCE")),
+                       sign_key=s.sign_key, gnupg_home=s.gnupg_home)
+
+
 # -- clean and prune ------------------------------------------------------------------------
 
 def stages_in_use(output: Path, skip: str | None = None) -> set[str]:

@@ -1,4 +1,5 @@
-"""The `distonet` command: build, boot, list, show, check, clean, prune, deploy-lvm, clones, elements, schema.
+"""The `distonet` command: build, boot, publish, list, show, check, clean, prune, deploy-lvm, clones,
+elements, schema.
 
 `build` and `boot` run doit through its own API (DoitMain with a task loader), with the same
 tasks, names and state as `doit build recipe=X`; the other verbs call the library directly.
@@ -196,6 +197,22 @@ def cmd_clones(a) -> int:
     return 0
 
 
+def cmd_publish(a) -> int:
+    from . import publish as pub
+    from .paths import Paths
+    from .pipeline import load_site
+    from .recipe import load_recipe, recipe_name
+    paths = Paths.default()
+    for name in [recipe_name(n) for n in a.recipes]:
+        recipe = load_recipe(name, paths.search)
+        site = a.site or os.environ.get("DISTONET_SITE") or recipe.site
+        s = pub.settings(load_site(site, paths), a.share, a.keep, a.sign_key,
+                         where=f"sites/{site}.yaml" if site else "the site file")
+        pub.publish(paths.recipe_output(name), s.share, keep=s.keep, force=a.force, sign_key=s.sign_key,
+                    gnupg_home=s.gnupg_home)
+    return 0
+
+
 def cmd_schema(a) -> int:
     from .recipe import json_schema
     print(json.dumps(json_schema(), indent=2))
@@ -248,6 +265,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--layers", metavar="DIR", help="where the layers go (default: the recipe's netboot.layers)")
     b.add_argument("--size-mib", type=int, default=4096, help="each new layer's size (sparse)")
     b.add_argument("--reset", action="append", default=[], metavar="HOST", help="replace this host's layer")
+    b = verb("publish", cmd_publish, "copy each recipe's boot-tested build to the share, verify it, sign it, "
+             "then switch SHARE/RECIPE/latest to it; keep the last N builds")
+    b.add_argument("recipes", nargs="+", metavar="NAME")
+    b.add_argument("--share", metavar="PATH", help="default: the site file's publish.share")
+    b.add_argument("--keep", type=int, metavar="N", help="builds to keep per recipe (default 5; latest always)")
+    b.add_argument("--sign-key", metavar="KEY", help="sign SHA256SUMS with this GPG key")
+    b.add_argument("--force", action="store_true", help="publish a build whose boot test failed or never ran")
     verb("elements", cmd_elements, "the diskimage-builder elements recipes can name (dib.elements)")
     verb("schema", cmd_schema, "print the recipe JSON Schema")
     return p

@@ -164,6 +164,13 @@ def make_tasks(plan: BuildPlan):
         "clean": [_action(actions.clean, plan, "clean")],
     }
     yield {
+        "basename": "publish", "name": r,
+        "doc": f"publish {r}'s boot-tested build to the share (share=PATH, or the site file's publish:)",
+        "actions": [_action(actions.publish, plan, "publish")],
+        "task_dep": [f"manifest:{r}"],
+        "verbosity": 2,
+    }
+    yield {
         "basename": "boot", "name": r,
         "doc": f"boot {r}'s disk under QEMU with each firmware; record the results in the manifest",
         "actions": [_action(actions.boot, plan, "boot")],
@@ -198,6 +205,7 @@ def load_tasks(names: list[str], offline_ok: bool = False):
 def _group_doc(basename: str) -> str:
     fixed = {"build": "build the recipes (recipe=a,b; default minimal)",
              "boot": "boot the recipes' disks under QEMU; results go to the manifest",
+             "publish": "publish the recipes' boot-tested builds to the share (share=PATH)",
              "manifest": "write manifest.json and SHA256SUMS; the new artifacts appear at once"}
     if basename in fixed:
         return fixed[basename]
@@ -214,12 +222,14 @@ def _group_doc(basename: str) -> str:
 OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")
 
 
-def load_tasks_or_exit(value: str | None, site: str | None = None):
+def load_tasks_or_exit(value: str | None, site: str | None = None, share: str | None = None):
     """For dodo.py: the tasks, or one clean message and exit 2. Listing and cleaning work with
     the mirror unreachable (an unknown archive state only affects which stages `clean` finds)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-") and "=" not in a), "run")
     if site:
         os.environ["DISTONET_SITE"] = site  # doit's worker processes inherit it
+    if share:
+        os.environ["DISTONET_SHARE"] = share
     try:
         if command not in OFFLINE_COMMANDS and os.geteuid() != 0:
             raise DistonetError("distonet builds, boots and cleans as root (it mounts, chroots and "

@@ -1,0 +1,243 @@
+"""Publish a finished, boot-tested build to an artifact share.
+
+Layout on a file share (a local path, a mounted NFS or SMB share):
+
+    <share>/<recipe>/<build-id>/    the artifacts, manifest.json, SHA256SUMS (+ SHA256SUMS.asc)
+    <share>/<recipe>/latest         a symbolic link to the newest published build
+
+A build is copied into `.partial-<build-id>/` first, checked against its manifest's digests as
+read back from the share, signed when a key is given, and only then renamed into place; then
+`latest` is switched by renaming a new link over the old one. A reader therefore sees a whole
+build or none, and `latest` never names a build that is not complete. Running an interrupted
+publish again resumes: files already in the partial copy with the right digest are kept.
+Retention keeps the newest N builds and never the one `latest` names; a removed build is renamed
+away first, so it never shows half-deleted. One publish per recipe at a time (a lock file).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from . import log
+from .errors import BuildError, DistonetError
+from .fsutil import fsync_dir, sha256_file
+from .host.run import Runner, run
+from .manifest import MANIFEST, SUMS, Manifest
+
+LATEST = "latest"
+PARTIAL = ".partial-"
+TRASH = ".trash-"
+SIGNATURE = SUMS + ".asc"
+
+
+@dataclass
+class Published:
+    recipe: str
+    build_id: str
+    where: str
+    copied: int = 0             # bytes copied this run
+    kept: int = 0               # bytes a resumed run found already there
+    removed: list[str] = field(default_factory=list)   # builds retention removed
+    already: bool = False       # the build was on the share already
+
+
+def publishable(m: Manifest, force: bool = False) -> None:
+    """A build is published once its boot tests passed (all of them), unless forced."""
+    if force:
+        return
+    if not m.boots:
+        raise DistonetError(f"{m.recipe}: build {m.build_id} was never boot-tested",
+                            hint=f"run `doit boot recipe={m.recipe}` first, or publish with --force")
+    failed = [f"{b.artifact}/{b.firmware}" for b in m.boots if not b.reached]
+    if failed:
+        raise DistonetError(f"{m.recipe}: build {m.build_id} failed its boot test ({', '.join(failed)})",
+                            hint="fix the build and boot it again, or publish with --force")
+
+
+def files_of(m: Manifest) -> list[str]:
+    """What a published build holds, the manifest last (the commit point of the copy)."""
+    return [a.path for a in m.artifacts] + [SUMS, MANIFEST]
+
+
+@contextmanager
+def _lock(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"publish: waiting for another publish to {directory}")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def verify(build: Path, m: Manifest) -> None:
+    """Every artifact on the share has the digest its manifest says (read back, not trusted)."""
+    for art in m.artifacts:
+        f = build / art.path
+        if not f.is_file() or f.stat().st_size != art.size or sha256_file(f) != art.sha256:
+            raise BuildError(f"{f}: does not match the manifest after the copy",
+                             hint="the share changed it, or the build changed during the publish; run it again")
+
+
+def sign(build: Path, key: str, runner: Runner = run, gnupg_home: str | None = None) -> None:
+    env = {**os.environ, **({"GNUPGHOME": gnupg_home} if gnupg_home else {})}
+    runner(["gpg", "--batch", "--yes", "--local-user", key, "--armor", "--detach-sign",
+            "--output", str(build / SIGNATURE), str(build / SUMS)], capture=True, env=env)
+
+
+class LocalShare:
+    """A path: a local directory or a mounted network share."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def builds(self, recipe: str) -> list[str]:
+        d = self.root / recipe
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and not p.is_symlink()) if d.is_dir() else []
+
+    def latest(self, recipe: str) -> str | None:
+        link = self.root / recipe / LATEST
+        return os.readlink(link) if link.is_symlink() else None
+
+    def publish(self, out_dir: Path, m: Manifest, *, keep: int = 5, sign_key: str | None = None,
+                gnupg_home: str | None = None, runner: Runner = run) -> Published:
+        top = self.root / m.recipe
+        result = Published(m.recipe, m.build_id, str(top / m.build_id))
+        with _lock(top):
+            final = top / m.build_id
+            if final.is_dir():
+                verify(final, Manifest.load(final))
+                result.already = True
+            else:
+                partial = top / f"{PARTIAL}{m.build_id}"
+                partial.mkdir(exist_ok=True)
+                for rel in files_of(m):
+                    self._copy(out_dir / rel, partial / rel, m, rel, result, runner)
+                verify(partial, m)
+                if sign_key:
+                    sign(partial, sign_key, runner, gnupg_home)
+                _fsync_tree(partial)
+                os.rename(partial, final)
+                fsync_dir(top)
+            self._point_latest(top, m.build_id)
+            result.removed = self._retain(top, keep)
+        return result
+
+    def _copy(self, src: Path, dest: Path, m: Manifest, rel: str, result: Published, runner: Runner) -> None:
+        art = next((a for a in m.artifacts if a.path == rel), None)
+        if art and dest.is_file() and dest.stat().st_size == art.size and sha256_file(dest) == art.sha256:
+            result.kept += art.size          # a resumed publish: this one arrived whole last time
+            return
+        if not src.is_file():
+            raise BuildError(f"{src}: missing from the build", hint="rebuild the recipe")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        # sparse images stay sparse; a copy-on-write file system shares the blocks
+        runner(["cp", "--sparse=always", "--reflink=auto", "--preserve=mode,timestamps", str(src), str(tmp)])
+        os.replace(tmp, dest)
+        result.copied += src.stat().st_size
+
+    @staticmethod
+    def _point_latest(top: Path, build_id: str) -> None:
+        if (top / LATEST).is_symlink() and os.readlink(top / LATEST) == build_id:
+            return
+        tmp = top / f".{LATEST}.new"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(build_id, tmp)
+        os.replace(tmp, top / LATEST)     # rename(2): readers see the old link or the new one
+        fsync_dir(top)
+
+    def _retain(self, top: Path, keep: int) -> list[str]:
+        latest = os.readlink(top / LATEST) if (top / LATEST).is_symlink() else None
+        dated = []
+        for name in self.builds(top.name):
+            try:
+                dated.append((Manifest.load(top / name).built_at, name))
+            except DistonetError:
+                dated.append(("", name))          # unreadable: oldest, so it goes first
+        dated.sort(reverse=True)
+        keep_names = {n for _, n in dated[:max(keep, 1)]} | ({latest} if latest else set())
+        removed = []
+        for _, name in dated:
+            if name not in keep_names:
+                trash = top / f"{TRASH}{name}"
+                os.rename(top / name, trash)      # gone from view at once, then deleted
+                shutil.rmtree(trash)
+                removed.append(name)
+        for stale in top.glob(f"{TRASH}*"):       # an earlier removal that was interrupted
+            shutil.rmtree(stale, ignore_errors=True)
+        return removed
+
+
+def _fsync_tree(d: Path) -> None:
+    for p in d.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    for p in [d, *(q for q in d.rglob("*") if q.is_dir())]:
+        fsync_dir(p)
+
+
+def share_for(spec: str):
+    """A share from its spec: a path (or file://path) for now."""
+    if spec.startswith("file://"):
+        spec = spec[len("file://"):]
+    if spec.startswith("/"):
+        return LocalShare(Path(spec))
+    raise DistonetError(f"share {spec!r}: not a share distonet knows",
+                        hint="an absolute path (a local directory or a mounted NFS/SMB share) or file:///path")
+
+
+def publish(out_dir: Path, share: str, *, keep: int = 5, force: bool = False, sign_key: str | None = None,
+            gnupg_home: str | None = None, runner: Runner = run) -> Published:
+    m = Manifest.load(out_dir)
+    publishable(m, force)
+    target = share_for(share)
+    with log.step(f"publish {m.recipe} build {m.build_id} to {target}"):
+        result = target.publish(out_dir, m, keep=keep, sign_key=sign_key, gnupg_home=gnupg_home, runner=runner)
+    log.info(f"published {m.recipe} {m.build_id}: {result.where}"
+             + (" (already there)" if result.already else f", {result.copied >> 20} MiB copied")
+             + (f", {result.kept >> 20} MiB kept from an interrupted run" if result.kept else "")
+             + (f"; removed {', '.join(result.removed)}" if result.removed else ""))
+    return result
+
+
+@dataclass
+class Settings:
+    share: str
+    keep: int = 5
+    sign_key: str | None = None
+    gnupg_home: str | None = None
+
+
+def settings(site_values: dict, share: str | None = None, keep: int | None = None,
+             sign_key: str | None = None, where: str = "the site file") -> Settings:
+    """The command line's share=, keep and key, else the site file's `publish:` mapping
+    ({share, keep, sign_key, gnupg_home})."""
+    conf = site_values.get("publish") or {}
+    if not isinstance(conf, dict):
+        raise DistonetError(f"{where}: publish: a mapping of share, keep, sign_key, gnupg_home")
+    unknown = set(conf) - {"share", "keep", "sign_key", "gnupg_home"}
+    if unknown:
+        raise DistonetError(f"{where}: publish.{sorted(unknown)[0]}: unknown key",
+                            hint="publish: takes share, keep, sign_key and gnupg_home")
+    share = share or conf.get("share") or os.environ.get("DISTONET_SHARE")
+    if not share:
+        raise DistonetError("publish: no share given",
+                            hint="share=/path on the command line (--share), or publish: {share: …} in the site file")
+    keep = keep if keep is not None else conf.get("keep", 5)
+    if not isinstance(keep, int) or keep < 1:
+        raise DistonetError(f"{where}: publish.keep: {keep!r} is not a number of builds (1 or more)")
+    return Settings(share, keep, sign_key or conf.get("sign_key"), conf.get("gnupg_home"))
