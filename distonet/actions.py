@@ -263,7 +263,7 @@ def publish(plan: BuildPlan, force: bool = False):
     s = pub.settings(load_site(site, plan.paths), os.environ.get("DISTONET_SHARE"),
                      where=f"sites/{site}.yaml" if site else "the site file")
     return pub.publish(plan.out_dir, s.share, keep=s.keep, force=force or bool(os.environ.get("DISTONET_FORCE")),
-                       sign_key=s.sign_key, gnupg_home=s.gnupg_home)
+                       sign_key=s.sign_key, gnupg_home=s.gnupg_home, ssh_options=s.ssh_options)
 
 
 # -- clean and prune ------------------------------------------------------------------------

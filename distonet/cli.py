@@ -209,7 +209,7 @@ def cmd_publish(a) -> int:
         s = pub.settings(load_site(site, paths), a.share, a.keep, a.sign_key,
                          where=f"sites/{site}.yaml" if site else "the site file")
         pub.publish(paths.recipe_output(name), s.share, keep=s.keep, force=a.force, sign_key=s.sign_key,
-                    gnupg_home=s.gnupg_home)
+                    gnupg_home=s.gnupg_home, ssh_options=s.ssh_options)
     return 0
 
 

@@ -1,6 +1,7 @@
-"""Publish a finished, boot-tested build to an artifact share.
+"""Publish a finished, boot-tested build to an artifact share: a local path (or a mounted NFS or
+SMB share), or a directory on another host reached by rsync over SSH.
 
-Layout on a file share (a local path, a mounted NFS or SMB share):
+Layout on the share:
 
     <share>/<recipe>/<build-id>/    the artifacts, manifest.json, SHA256SUMS (+ SHA256SUMS.asc)
     <share>/<recipe>/latest         a symbolic link to the newest published build
@@ -190,25 +191,114 @@ def _fsync_tree(d: Path) -> None:
         fsync_dir(p)
 
 
-def share_for(spec: str):
-    """A share from its spec: a path (or file://path) for now."""
+# Run on the share's host under the recipe's lock, once the files are there: check them against
+# SHA256SUMS, move the build into place, switch latest, apply retention. POSIX sh, coreutils
+# (sha256sum, mv -T), util-linux's flock.
+REMOTE_FINISH = r"""
+set -eu
+top="$1"; id="$2"; keep="$3"
+cd "$top"
+exec 9>>.lock
+flock 9
+if [ -d "$id" ]; then
+    (cd "$id" && sha256sum --quiet --strict -c SHA256SUMS)
+    rm -rf ".partial-$id"
+    echo "distonet: already there"
+else
+    (cd ".partial-$id" && sha256sum --quiet --strict -c SHA256SUMS) || {
+        echo "distonet: the copy on the share does not match its SHA256SUMS" >&2; exit 3; }
+    sync
+    mv -T ".partial-$id" "$id"
+fi
+ln -sfn "$id" .latest.new
+mv -T .latest.new latest
+latest="$(readlink latest)"
+for d in */; do
+    d="${d%/}"
+    [ -L "$d" ] && continue
+    t="$(sed -n 's/^  "built_at": "\(.*\)",$/\1/p' "$d/manifest.json" 2>/dev/null || true)"
+    echo "${t:-0} $d"
+done | sort -r | awk -v keep="$keep" 'NR > keep { print $2 }' | while read -r old; do
+    [ "$old" = "$latest" ] && continue
+    mv -T "$old" ".trash-$old" && rm -rf ".trash-$old" && echo "distonet: removed $old"
+done
+rm -rf .trash-*
+"""
+
+
+class RsyncShare:
+    """A directory on another host, reached by rsync over SSH: `ssh://[user@]host[:port]/path`
+    or `[user@]host:/path`. The same layout and guarantees as a local share: rsync fills
+    `.partial-<build-id>/` (and resumes it), then one ssh command checks and finishes it."""
+
+    def __init__(self, host: str, path: str, port: int | None = None, ssh_options: tuple[str, ...] = ()):
+        self.host, self.path, self.port, self.ssh_options = host, path.rstrip("/") or "/", port, tuple(ssh_options)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.path}" if self.port is None else f"ssh://{self.host}:{self.port}{self.path}"
+
+    def ssh(self) -> list[str]:
+        return ["ssh", *(["-p", str(self.port)] if self.port else []), *self.ssh_options]
+
+    def publish(self, out_dir: Path, m: Manifest, *, keep: int = 5, sign_key: str | None = None,
+                gnupg_home: str | None = None, runner: Runner = run) -> Published:
+        import re
+        import shlex
+        import tempfile
+        top = f"{self.path}/{m.recipe}"
+        result = Published(m.recipe, m.build_id, f"{self}/{m.recipe}/{m.build_id}")
+        dest = f"{self.host}:{top}/{PARTIAL}{m.build_id}/"
+        rsync = ["rsync", "--archive", "--sparse", "--partial", "--mkpath", "-e", shlex.join(self.ssh())]
+        there = runner([*self.ssh(), self.host, "test", "-f", shlex.quote(f"{top}/{m.build_id}/{MANIFEST}")],
+                       check=False, capture=True)
+        with tempfile.TemporaryDirectory(prefix="distonet-publish-") as tmp:
+            listing = Path(tmp) / "files"
+            listing.write_text("".join(f"{rel}\n" for rel in files_of(m)))
+            if there.returncode != 0:            # else only checked and made latest below
+                said = runner([*rsync, "--stats", f"--files-from={listing}", f"{out_dir}/", dest], capture=True)
+                sent = re.search(r"Total bytes sent: ([\d,.]+)", said.stdout or "")
+                result.copied = int(re.sub(r"[,.]", "", sent.group(1))) if sent else 0
+            if sign_key and there.returncode != 0:
+                (Path(tmp) / "sig").mkdir()
+                shutil.copyfile(out_dir / SUMS, Path(tmp) / "sig" / SUMS)
+                sign(Path(tmp) / "sig", sign_key, runner, gnupg_home)
+                runner([*rsync, str(Path(tmp) / "sig" / SIGNATURE), dest])
+        said = runner([*self.ssh(), self.host, "sh", "-c", shlex.quote(REMOTE_FINISH), "distonet-publish",
+                       shlex.quote(top), m.build_id, str(keep)], capture=True)
+        out = said.stdout if said is not None else ""
+        result.already = "distonet: already there" in out
+        result.removed = [line.split()[-1] for line in out.splitlines() if line.startswith("distonet: removed")]
+        return result
+
+
+def share_for(spec: str, ssh_options: tuple[str, ...] = ()):
+    """A share from its spec: a path (or file://path), or a directory over SSH
+    (ssh://[user@]host[:port]/path, [user@]host:/path)."""
+    import re
     if spec.startswith("file://"):
         spec = spec[len("file://"):]
     if spec.startswith("/"):
         return LocalShare(Path(spec))
+    url = re.match(r"^ssh://([A-Za-z0-9._@-]+?)(?::(\d+))?(/.*)$", spec)
+    if url:
+        return RsyncShare(url.group(1), url.group(3), int(url.group(2)) if url.group(2) else None, ssh_options)
+    scp = re.match(r"^([A-Za-z0-9._-]+@)?([A-Za-z0-9.-]+):(/.*)$", spec)
+    if scp:
+        return RsyncShare(f"{scp.group(1) or ''}{scp.group(2)}", scp.group(3), None, ssh_options)
     raise DistonetError(f"share {spec!r}: not a share distonet knows",
-                        hint="an absolute path (a local directory or a mounted NFS/SMB share) or file:///path")
+                        hint="an absolute path (a local directory or a mounted NFS/SMB share), file:///path, "
+                             "ssh://[user@]host[:port]/path or [user@]host:/path (rsync over SSH)")
 
 
 def publish(out_dir: Path, share: str, *, keep: int = 5, force: bool = False, sign_key: str | None = None,
-            gnupg_home: str | None = None, runner: Runner = run) -> Published:
+            gnupg_home: str | None = None, ssh_options: tuple[str, ...] = (), runner: Runner = run) -> Published:
     m = Manifest.load(out_dir)
     publishable(m, force)
-    target = share_for(share)
+    target = share_for(share, ssh_options)
     with log.step(f"publish {m.recipe} build {m.build_id} to {target}"):
         result = target.publish(out_dir, m, keep=keep, sign_key=sign_key, gnupg_home=gnupg_home, runner=runner)
     log.info(f"published {m.recipe} {m.build_id}: {result.where}"
-             + (" (already there)" if result.already else f", {result.copied >> 20} MiB copied")
+             + (" (already there)" if result.already else f", {result.copied >> 20} MiB sent")
              + (f", {result.kept >> 20} MiB kept from an interrupted run" if result.kept else "")
              + (f"; removed {', '.join(result.removed)}" if result.removed else ""))
     return result
@@ -220,19 +310,20 @@ class Settings:
     keep: int = 5
     sign_key: str | None = None
     gnupg_home: str | None = None
+    ssh_options: tuple[str, ...] = ()
 
 
 def settings(site_values: dict, share: str | None = None, keep: int | None = None,
              sign_key: str | None = None, where: str = "the site file") -> Settings:
     """The command line's share=, keep and key, else the site file's `publish:` mapping
-    ({share, keep, sign_key, gnupg_home})."""
+    ({share, keep, sign_key, gnupg_home, ssh_options})."""
     conf = site_values.get("publish") or {}
     if not isinstance(conf, dict):
         raise DistonetError(f"{where}: publish: a mapping of share, keep, sign_key, gnupg_home")
-    unknown = set(conf) - {"share", "keep", "sign_key", "gnupg_home"}
+    unknown = set(conf) - {"share", "keep", "sign_key", "gnupg_home", "ssh_options"}
     if unknown:
         raise DistonetError(f"{where}: publish.{sorted(unknown)[0]}: unknown key",
-                            hint="publish: takes share, keep, sign_key and gnupg_home")
+                            hint="publish: takes share, keep, sign_key, gnupg_home and ssh_options")
     share = share or conf.get("share") or os.environ.get("DISTONET_SHARE")
     if not share:
         raise DistonetError("publish: no share given",
@@ -240,4 +331,7 @@ def settings(site_values: dict, share: str | None = None, keep: int | None = Non
     keep = keep if keep is not None else conf.get("keep", 5)
     if not isinstance(keep, int) or keep < 1:
         raise DistonetError(f"{where}: publish.keep: {keep!r} is not a number of builds (1 or more)")
-    return Settings(share, keep, sign_key or conf.get("sign_key"), conf.get("gnupg_home"))
+    opts = conf.get("ssh_options") or []
+    if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
+        raise DistonetError(f"{where}: publish.ssh_options: a list of ssh arguments, e.g. [-i, /root/.ssh/builds]")
+    return Settings(share, keep, sign_key or conf.get("sign_key"), conf.get("gnupg_home"), tuple(opts))

@@ -1,5 +1,6 @@
-"""Publishing a real build (minimal) to a file share through both front ends: `doit publish
-recipe=minimal share=PATH` and `distonet publish minimal --share PATH`."""
+"""Publishing: a real build (minimal) to a file share through both front ends, `doit publish
+recipe=minimal share=PATH` and `distonet publish minimal --share PATH`; and a build over rsync
+and SSH to an sshd the test starts on 127.0.0.1 with a key it makes."""
 
 import json
 import os
@@ -32,3 +33,96 @@ def test_publish_minimal_to_a_file_share(minimal_build, project_paths, tmp_path)
     assert disk.stat().st_blocks * 512 < disk.stat().st_size
     again = distonet("publish", "minimal", "--share", str(share), "--force")
     assert "already there" in again.stderr + again.stdout
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """An sshd on 127.0.0.1 that lets in one key the test makes; stopped after the test."""
+    from distonet.boot.qemu import free_port
+    d = tmp_path / "ssh"
+    d.mkdir()
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nPidFile {d / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n")
+    os.makedirs("/run/sshd", exist_ok=True)   # sshd's privilege separation directory
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
+                            stderr=open(d / "sshd.log", "w"))
+    options = ("-i", str(d / "client"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+               "-o", f"UserKnownHostsFile={d / 'known_hosts'}")
+    import time
+    for _ in range(50):
+        if subprocess.run(["ssh", "-p", str(port), *options, "root@127.0.0.1", "true"],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-1000:]}")
+    try:
+        yield port, options
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def small_build(out):
+    """A build of a few files, one of them a sparse 64 MiB image (the transport is what is tested)."""
+    import hashlib
+    from tests.unit.test_publish import build
+    build(out, "b1", "2026-11-01T00:00:00")
+    with open(out / "disk.raw", "wb") as fh:
+        fh.truncate(64 << 20)
+        fh.seek(1 << 20)
+        fh.write(b"boot")
+    from distonet.manifest import Artifact, Manifest
+    m = Manifest.load(out)
+    m.artifacts.append(Artifact("disk", "disk.raw", 64 << 20, hashlib.sha256((out / "disk.raw").read_bytes()).hexdigest()))
+    m.save(out)
+    return out
+
+
+def test_publish_over_rsync_and_ssh(tmp_path, sshd):
+    from distonet.publish import publish
+    port, options = sshd
+    out = small_build(tmp_path / "build")
+    m = json.loads((out / "manifest.json").read_text())
+    share = tmp_path / "remote"
+    spec = f"ssh://root@127.0.0.1:{port}{share}"
+
+    def crash_after_the_copy(argv, **kw):
+        from distonet.host.run import run
+        if argv[0] == "ssh" and "distonet-publish" in argv:
+            raise KeyboardInterrupt      # the copy arrived, the build was never finished
+        return run(argv, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        publish(out, spec, force=True, ssh_options=options, runner=crash_after_the_copy)
+    top = share / "node"
+    assert (top / f".partial-{m['build_id']}").is_dir() and not (top / "latest").exists()
+    assert not (top / m["build_id"]).exists()                  # nothing shows as a build
+    r = publish(out, spec, ssh_options=options)
+    assert not r.already and os.readlink(top / "latest") == m["build_id"]
+    assert 0 < r.copied < 8 << 20                              # resumed, and sparse on the wire
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=top / "latest", check=True)
+    disk = top / "latest/disk.raw"
+    assert disk.stat().st_blocks * 512 < disk.stat().st_size   # --sparse
+    assert publish(out, spec, ssh_options=options).already
+    # a copy the share corrupts is refused and never becomes latest
+    subprocess.run(["rm", "-rf", str(top)], check=True)
+
+    def corrupting(argv, **kw):
+        from distonet.host.run import run
+        result = run(argv, **kw)
+        if argv[0] == "rsync":
+            with open(top / f".partial-{m['build_id']}/rootfs.img", "r+b") as fh:
+                fh.seek(4096)
+                fh.write(b"corrupt")
+        return result
+    from distonet.errors import CommandError
+    with pytest.raises(CommandError):
+        publish(out, spec, force=True, ssh_options=options, runner=corrupting)
+    assert not (top / "latest").exists() and not (top / m["build_id"]).exists()

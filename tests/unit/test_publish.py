@@ -115,6 +115,24 @@ def test_unknown_shares_are_refused_with_a_hint():
         share_for("relative/path")
 
 
+def test_ssh_shares_and_the_commands_they_run(tmp_path):
+    from distonet.publish import RsyncShare
+    from tests.recording import RecordingRunner
+    a = share_for("ssh://builds@files.example.invalid:2222/srv/builds/", ("-i", "/k"))
+    assert isinstance(a, RsyncShare) and (a.host, a.port, a.path) == ("builds@files.example.invalid", 2222, "/srv/builds")
+    b = share_for("files.example.invalid:/srv/builds")
+    assert (b.host, b.port, b.path) == ("files.example.invalid", None, "/srv/builds")
+    out = build(tmp_path / "b1", "id1", "2026-11-01T00:00:00")
+    runner = RecordingRunner(answers={"rsync": "Total bytes sent: 12,345\n"}, fail="ssh -p 2222 -i /k builds@files.example.invalid test")
+    r = a.publish(out, Manifest.load(out), keep=3, runner=runner)
+    probe, rsync, finish = runner.calls
+    assert probe[-3:] == ("test", "-f", "/srv/builds/node/id1/manifest.json")
+    assert rsync[:6] == ("rsync", "--archive", "--sparse", "--partial", "--mkpath", "-e")
+    assert rsync[6] == "ssh -p 2222 -i /k" and rsync[-1] == "builds@files.example.invalid:/srv/builds/node/.partial-id1/"
+    assert finish[:5] == ("ssh", "-p", "2222", "-i", "/k") and finish[-3:] == ("/srv/builds/node", "id1", "3")
+    assert r.copied == 12345
+
+
 def test_the_signature_verifies_with_gpg(tmp_path):
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
