@@ -1,4 +1,4 @@
-"""The `distonet` command: build, boot, publish, list, show, check, clean, prune, deploy-lvm, clones,
+"""The `distonet` command: build, boot, publish, fetch, list, show, check, clean, prune, deploy-lvm, clones,
 elements, schema.
 
 `build` and `boot` run doit through its own API (DoitMain with a task loader), with the same
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from . import __version__, log
 from .errors import DistonetError, RecipeError, report
@@ -213,6 +214,16 @@ def cmd_publish(a) -> int:
     return 0
 
 
+def cmd_fetch(a) -> int:
+    from . import publish as pub
+    from .paths import Paths
+    from .pipeline import load_site
+    site = a.site or os.environ.get("DISTONET_SITE")
+    s = pub.settings(load_site(site, Paths.default()), a.share, where=f"sites/{site}.yaml" if site else "the site file")
+    print(pub.fetch(s.share, a.recipe, a.build, Path(a.to), s.ssh_options))
+    return 0
+
+
 def cmd_schema(a) -> int:
     from .recipe import json_schema
     print(json.dumps(json_schema(), indent=2))
@@ -272,6 +283,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--keep", type=int, metavar="N", help="builds to keep per recipe (default 5; latest always)")
     b.add_argument("--sign-key", metavar="KEY", help="sign SHA256SUMS with this GPG key")
     b.add_argument("--force", action="store_true", help="publish a build whose boot test failed or never ran")
+    b = verb("fetch", cmd_fetch, "download a published build (latest, or --build ID) from a file share or an "
+             "OCI registry into DIR/RECIPE-BUILDID/, every file checked")
+    b.add_argument("recipe", metavar="NAME")
+    b.add_argument("--share", metavar="SHARE", help="default: the site file's publish.share")
+    b.add_argument("--build", default="latest", metavar="ID")
+    b.add_argument("--to", default=".", metavar="DIR")
     verb("elements", cmd_elements, "the diskimage-builder elements recipes can name (dib.elements)")
     verb("schema", cmd_schema, "print the recipe JSON Schema")
     return p

@@ -272,13 +272,17 @@ class RsyncShare:
 
 
 def share_for(spec: str, ssh_options: tuple[str, ...] = ()):
-    """A share from its spec: a path (or file://path), or a directory over SSH
-    (ssh://[user@]host[:port]/path, [user@]host:/path)."""
+    """A share from its spec: a path (or file://path), a directory over SSH
+    (ssh://[user@]host[:port]/path, [user@]host:/path), or an OCI registry (oci.py)."""
     import re
+    from .oci import share_from
     if spec.startswith("file://"):
         spec = spec[len("file://"):]
     if spec.startswith("/"):
         return LocalShare(Path(spec))
+    oci = share_from(spec)
+    if oci:
+        return oci
     url = re.match(r"^ssh://([A-Za-z0-9._@-]+?)(?::(\d+))?(/.*)$", spec)
     if url:
         return RsyncShare(url.group(1), url.group(3), int(url.group(2)) if url.group(2) else None, ssh_options)
@@ -287,7 +291,8 @@ def share_for(spec: str, ssh_options: tuple[str, ...] = ()):
         return RsyncShare(f"{scp.group(1) or ''}{scp.group(2)}", scp.group(3), None, ssh_options)
     raise DistonetError(f"share {spec!r}: not a share distonet knows",
                         hint="an absolute path (a local directory or a mounted NFS/SMB share), file:///path, "
-                             "ssh://[user@]host[:port]/path or [user@]host:/path (rsync over SSH)")
+                             "ssh://[user@]host[:port]/path or [user@]host:/path (rsync over SSH), "
+                             "oci://registry/namespace (an OCI registry)")
 
 
 def publish(out_dir: Path, share: str, *, keep: int = 5, force: bool = False, sign_key: str | None = None,
@@ -335,3 +340,33 @@ def settings(site_values: dict, share: str | None = None, keep: int | None = Non
     if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
         raise DistonetError(f"{where}: publish.ssh_options: a list of ssh arguments, e.g. [-i, /root/.ssh/builds]")
     return Settings(share, keep, sign_key or conf.get("sign_key"), conf.get("gnupg_home"), tuple(opts))
+
+
+def fetch(share: str, recipe: str, build: str = LATEST, dest: Path = Path("."), ssh_options: tuple[str, ...] = ()) -> Path:
+    """A published build (`latest` or a build id) into `dest/<recipe>-<build-id>/`, checked
+    against its digests; from a file share or an OCI registry."""
+    from . import oci
+    target = share_for(share, ssh_options)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if isinstance(target, oci.OciShare):
+        got = oci.fetch(target, recipe, build, dest)
+    elif isinstance(target, LocalShare):
+        src = target.root / recipe / build
+        if not (src / MANIFEST).is_file():
+            raise DistonetError(f"{src}: no published build there",
+                                hint=f"builds on the share: {', '.join(target.builds(recipe)) or 'none'}")
+        m = Manifest.load(src)
+        got = dest / f"{recipe}-{m.build_id}"
+        if not got.is_dir():
+            partial = dest / f".{recipe}-{m.build_id}.partial"
+            for rel in files_of(m) + ([SIGNATURE] if (src / SIGNATURE).is_file() else []):
+                (partial / rel).parent.mkdir(parents=True, exist_ok=True)
+                run(["cp", "--sparse=always", "--reflink=auto", str(src / rel), str(partial / rel)])
+            verify(partial, m)
+            os.rename(partial, got)
+    else:
+        raise DistonetError(f"fetch from {target}: only file shares and OCI registries",
+                            hint="over SSH, rsync the build's folder: it is self-checking (sha256sum -c SHA256SUMS)")
+    log.info(f"fetched {recipe} into {got}")
+    return got

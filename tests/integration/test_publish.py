@@ -5,6 +5,7 @@ and SSH to an sshd the test starts on 127.0.0.1 with a key it makes."""
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,68 @@ def test_publish_over_rsync_and_ssh(tmp_path, sshd):
     with pytest.raises(CommandError):
         publish(out, spec, force=True, ssh_options=options, runner=corrupting)
     assert not (top / "latest").exists() and not (top / m["build_id"]).exists()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """Debian's docker-registry (the distribution registry) on 127.0.0.1, storage in tmp_path."""
+    import time
+    import urllib.request
+    from distonet.boot.qemu import free_port
+    port = free_port()
+    d = tmp_path / "registry"
+    d.mkdir()
+    (d / "config.yml").write_text(
+        f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {d / 'data'}}}\n"
+        f"  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "log", "w"))
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"the registry did not start: {(d / 'log').read_text()[-1000:]}")
+    try:
+        yield port, d / "data"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_publish_to_and_fetch_from_an_oci_registry(tmp_path, registry):
+    from distonet.errors import BuildError
+    from distonet.oci import fetch, share_from
+    from distonet.publish import publish
+    port, storage = registry
+    out = small_build(tmp_path / "build")
+    m = json.loads((out / "manifest.json").read_text())
+    spec = f"oci+http://127.0.0.1:{port}/lab/builds"
+    first = publish(out, spec)
+    assert first.copied > 64 << 20 and first.kept == 0
+    again = publish(out, spec)                        # every blob is there already
+    assert again.copied == 0 and again.kept == first.copied
+    share = share_from(spec)
+    manifest = share.client().get_manifest(share.client().get_container(share.ref("node", "latest")))
+    assert manifest["artifactType"] == "application/vnd.distonet.build.v1"
+    assert manifest["annotations"]["io.distonet.build-id"] == m["build_id"]
+    titles = {layer["annotations"]["org.opencontainers.image.title"]: layer for layer in manifest["layers"]}
+    assert set(titles) == {a["path"] for a in m["artifacts"]} | {"SHA256SUMS", "manifest.json"}
+    for art in m["artifacts"]:                        # the registry's digests are the build's own
+        assert titles[art["path"]]["digest"] == f"sha256:{art['sha256']}"
+    assert titles["pxe/boot.ipxe"]["mediaType"] == "application/vnd.distonet.ipxe.v1"
+    said = distonet("fetch", "node", "--share", spec, "--to", str(tmp_path / "fetched"))
+    got = Path(said.stdout.strip())                   # the CLI says where the build went
+    assert got.name == f"node-{m['build_id']}"
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=got, check=True)
+    assert (got / "pxe/boot.ipxe").read_bytes() == (out / "pxe/boot.ipxe").read_bytes()
+    # a blob the registry's storage corrupted is refused; nothing appears
+    blob = titles["rootfs.img"]["digest"].split(":")[1]
+    data = storage / "docker/registry/v2/blobs/sha256" / blob[:2] / blob / "data"
+    data.write_bytes(b"tampered" + data.read_bytes()[8:])
+    with pytest.raises(BuildError, match="does not match"):
+        fetch(share, "node", m["build_id"], tmp_path / "again")
+    assert not (tmp_path / "again" / f"node-{m['build_id']}").exists()

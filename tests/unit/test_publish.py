@@ -168,3 +168,25 @@ def test_doit_publish_task_follows_the_manifest(paths):
     from tests.helpers import plan_of
     tasks = {f"{t['basename']}:{t['name']}": t for t in make_tasks(plan_of("minimal", paths))}
     assert tasks["publish:minimal"]["task_dep"] == ["manifest:minimal"]
+
+
+def test_fetch_from_a_file_share(tmp_path):
+    from distonet.publish import fetch
+    share = tmp_path / "share"
+    publish(build(tmp_path / "b1", "id1", "2026-11-01T00:00:00"), str(share))
+    got = fetch(str(share), "node", dest=tmp_path / "here")
+    assert got == tmp_path / "here/node-id1" and (got / "pxe/boot.ipxe").read_bytes() == b"#!ipxe\n"
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=got, check=True)
+    assert fetch(str(share), "node", "id1", tmp_path / "here") == got      # already here
+    with pytest.raises(DistonetError, match="no published build there"):
+        fetch(str(share), "node", "id9", tmp_path / "here")
+
+
+def test_oci_share_specs():
+    from distonet.oci import OciShare, media_type
+    assert share_for("oci://registry.example.org/lab/builds") == OciShare("registry.example.org", "lab/builds", False)
+    assert share_for("oci+http://127.0.0.1:5000/lab") == OciShare("127.0.0.1:5000", "lab", True)
+    with pytest.raises(DistonetError, match="not an OCI repository prefix"):
+        share_for("oci://registry.example.org/Lab")          # repository names are lower case
+    assert media_type("disk.raw", "disk") == "application/vnd.distonet.disk.v1"
+    assert media_type("SHA256SUMS", None) == "text/plain"
