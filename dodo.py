@@ -7,5 +7,5 @@ from distonet.tasks import DOIT_CONFIG, load_tasks_or_exit  # noqa: F401  (doit 
 
 def task_distonet():
     """the tasks of the recipes named by recipe= (default: minimal), for the site named by site=;
-    `doit publish` takes share="""
-    yield from load_tasks_or_exit(get_var("recipe"), get_var("site"), get_var("share"))
+    `doit publish` takes share=; cache= names a stage cache shared with other builders"""
+    yield from load_tasks_or_exit(get_var("recipe"), get_var("site"), get_var("share"), get_var("cache"))

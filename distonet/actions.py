@@ -84,11 +84,16 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         return store.read_stamp(stage.key)
     if stage.parent is not None and not stage_done(plan, stage.parent):
         _run_stage(plan, store, stage.parent, runner)
+    from . import stagecache
+    shared = stagecache.configured()
     with store.building(stage.key, stage.name):
         # Another build (a recipe sharing this stage) may have made it while we waited.
         if store.done(stage.key):
             return store.read_stamp(stage.key)
         partial = store.begin(stage.key)
+        pulled = stagecache.try_pull(shared, stage.key, partial, stage.name, runner)
+        if pulled is not None:           # another builder made it: checked, unpacked, not run
+            return store.commit(stage.key, partial, pulled)
         started = time.time()
         ctx = StageContext(name=stage.name, key=stage.key, inputs=stage.inputs,
                            parents=tuple(s.key for s in stage.parent.ancestry()) if stage.parent else (),
@@ -105,7 +110,9 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         stamp = {"stage": stage.name, "kind": stage.kind, "key": stage.key, "recipe": plan.name,
                  "started": started, "seconds": timing["seconds"], "inputs": redact(dict(stage.inputs)),
                  "mirror": plan.facts.mirror, **extra}
-        return store.commit(stage.key, partial, stamp)
+        stamp = store.commit(stage.key, partial, stamp)
+    stagecache.try_push(shared, stage.key, store.tree(stage.key), stamp, stage.name, runner)
+    return stamp
 
 
 # -- outputs ---------------------------------------------------------------------------------

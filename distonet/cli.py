@@ -1,4 +1,4 @@
-"""The `distonet` command: build, boot, publish, fetch, list, show, check, clean, prune, deploy-lvm, clones,
+"""The `distonet` command: build, boot, publish, fetch, push-stages, list, show, check, clean, prune, deploy-lvm, clones,
 elements, schema.
 
 `build` and `boot` run doit through its own API (DoitMain with a task loader), with the same
@@ -224,6 +224,24 @@ def cmd_fetch(a) -> int:
     return 0
 
 
+def cmd_push_stages(a) -> int:
+    """Push the stages of built recipes to the shared cache (a builder pushes what it builds
+    itself; this seeds a new cache from a store that already has them)."""
+    from . import stagecache
+    from .pipeline import load_plans
+    from .store import StageStore
+    cache = stagecache.cache_for(a.cache or os.environ.get("DISTONET_STAGE_CACHE"))
+    if cache is None:
+        raise DistonetError("push-stages: no cache named", hint="--cache /mnt/cache or --cache oci://registry/namespace")
+    for plan in load_plans([n for n in a.recipes]):
+        store = StageStore(plan.paths.stages)
+        for stage in plan.stages:
+            if not store.done(stage.key):
+                raise DistonetError(f"{plan.name}: stage {stage.name} is not built", hint=f"distonet build {plan.name}")
+            stagecache.try_push(cache, stage.key, store.tree(stage.key), store.read_stamp(stage.key), stage.name)
+    return 0
+
+
 def cmd_schema(a) -> int:
     from .recipe import json_schema
     print(json.dumps(json_schema(), indent=2))
@@ -289,6 +307,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--share", metavar="SHARE", help="default: the site file's publish.share")
     b.add_argument("--build", default="latest", metavar="ID")
     b.add_argument("--to", default=".", metavar="DIR")
+    b = verb("push-stages", cmd_push_stages, "push the built stages of recipes to a stage cache shared by "
+             "builders (a directory or an OCI registry); builds with cache= push what they build themselves")
+    b.add_argument("recipes", nargs="+", metavar="NAME")
+    b.add_argument("--cache", metavar="CACHE", help="default: $DISTONET_STAGE_CACHE")
     verb("elements", cmd_elements, "the diskimage-builder elements recipes can name (dib.elements)")
     verb("schema", cmd_schema, "print the recipe JSON Schema")
     return p

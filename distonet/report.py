@@ -24,6 +24,8 @@ def summary(plan: BuildPlan, since: float, failed: bool = False) -> str:
     for s in plan.stages:
         st = store.read_stamp(s.key) if store.done(s.key) else {}
         state = "missing" if not st else ("run" if st.get("started", 0) >= since else "cached")
+        if st.get("pulled_at", 0) >= since:     # from the shared stage cache this run (stagecache.py)
+            state, st = "pulled", {**st, "seconds": st.get("pulled_seconds")}
         rows.append((s.name, st.get("seconds"), state))
     for o in plan.outputs:
         where = outdir.find(plan.out_dir, o.name, o.key)
@@ -31,7 +33,7 @@ def summary(plan: BuildPlan, since: float, failed: bool = False) -> str:
         state = "missing" if not st else ("run" if st.get("started", 0) >= since else "cached")
         rows.append((f"output {o.name}", st.get("seconds"), state))
     width = max(len(r[0]) for r in rows)
-    this_run = sum(r[1] or 0 for r in rows if r[2] == "run")
+    this_run = sum(r[1] or 0 for r in rows if r[2] in ("run", "pulled"))
     title = f"{plan.name}: {'FAILED' if failed else 'built'} ({plan.source})"
     lines = [title, f"{'step'.ljust(width)}  {'seconds':>8}  state", "-" * (width + 19)]
     for name, secs, state in rows:

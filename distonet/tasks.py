@@ -222,7 +222,8 @@ def _group_doc(basename: str) -> str:
 OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")
 
 
-def load_tasks_or_exit(value: str | None, site: str | None = None, share: str | None = None):
+def load_tasks_or_exit(value: str | None, site: str | None = None, share: str | None = None,
+                       cache: str | None = None):
     """For dodo.py: the tasks, or one clean message and exit 2. Listing and cleaning work with
     the mirror unreachable (an unknown archive state only affects which stages `clean` finds)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-") and "=" not in a), "run")
@@ -230,6 +231,8 @@ def load_tasks_or_exit(value: str | None, site: str | None = None, share: str | 
         os.environ["DISTONET_SITE"] = site  # doit's worker processes inherit it
     if share:
         os.environ["DISTONET_SHARE"] = share
+    if cache:
+        os.environ["DISTONET_STAGE_CACHE"] = cache   # stagecache.py: pull missing stages, push new ones
     try:
         if command not in OFFLINE_COMMANDS and os.geteuid() != 0:
             raise DistonetError("distonet builds, boots and cleans as root (it mounts, chroots and "

@@ -111,11 +111,11 @@ def plan_for(name, recipes, check=True):
 
 
 def summary_states(stderr: str) -> dict[str, str]:
-    """{step: run|cached|missing} from the end-of-build table."""
+    """{step: run|cached|pulled|missing} from the end-of-build table."""
     rows = {}
     for line in stderr.splitlines():
         parts = line.split()
-        if len(parts) >= 2 and parts[-1] in ("run", "cached", "missing"):
+        if len(parts) >= 2 and parts[-1] in ("run", "cached", "missing", "pulled"):
             rows[" ".join(parts[:-2]) if parts[0] == "output" else parts[0]] = parts[-1]
     return rows
 

@@ -192,3 +192,29 @@ def test_publish_to_and_fetch_from_an_oci_registry(tmp_path, registry):
     with pytest.raises(BuildError, match="does not match"):
         fetch(share, "node", m["build_id"], tmp_path / "again")
     assert not (tmp_path / "again" / f"node-{m['build_id']}").exists()
+
+
+def test_a_fresh_store_builds_minimal_from_the_registry_alone(minimal_build, tmp_path, registry, monkeypatch):
+    """A second machine's view: a store with nothing in it, the registry as the shared stage
+    cache. Every stage is pulled (checked by digest) and none runs; the outputs are made."""
+    from tests.integration.conftest import summary_states
+    port, _ = registry
+    cache = f"oci+http://127.0.0.1:{port}/lab"
+    pushed = distonet("push-stages", "minimal", "--cache", cache)
+    assert "pushed bootstrap" in pushed.stderr
+    here = json.loads((minimal_build_output() / "manifest.json").read_text())
+    monkeypatch.setenv("DISTONET_CACHE", str(tmp_path / "fresh-cache"))
+    monkeypatch.setenv("DISTONET_OUTPUT", str(tmp_path / "fresh-output"))
+    fresh = doit("build", "recipe=minimal", f"cache={cache}")
+    states = summary_states(fresh.stderr)
+    stages = {k: v for k, v in states.items() if not k.startswith("output")}
+    assert stages and set(stages.values()) == {"pulled"}, fresh.stderr[-3000:]
+    assert all(v == "run" for k, v in states.items() if k.startswith("output"))
+    built = json.loads((tmp_path / "fresh-output/minimal/manifest.json").read_text())
+    assert built["root_uuid"] == here["root_uuid"] and built["packages"] == here["packages"]
+    assert not (tmp_path / "fresh-cache/apt-archives").exists() or not any((tmp_path / "fresh-cache/apt-archives").iterdir())
+
+
+def minimal_build_output():
+    from distonet.paths import Paths
+    return Paths.default().recipe_output("minimal")
