@@ -36,8 +36,8 @@ def test_xl_parses_every_domain_type(tmp_path, kind, disk):
                               CMDLINE, "rootfs.img", 700))
     v = xl.parse(cfg, strings=("name", "type"), longs=("memory", "vcpus"), lists=("disk", "vif"))
     assert (v["name"], v["type"], v["memory"], v["vcpus"], v["vif"]) == ("vm", kind, 1536, 3, ["bridge=br1"])
-    target = "/dev/vg0/vm" if disk == "lv" else "/var/lib/xen/images/vm.img"
-    assert v["disk"] == [f"format=raw, vdev=xvda, access=rw, target={target}"]
+    target = "backendtype=phy, target=/dev/vg0/vm" if disk == "lv" else "target=/var/lib/xen/images/vm.img"
+    assert v["disk"] == [f"format=raw, vdev=xvda, access=rw, {target}"]       # an LV: the phy backend
     text = cfg.read_text()
     if kind == "pvh":
         p = xl.parse(cfg, strings=("kernel", "ramdisk", "cmdline"))
