@@ -172,8 +172,8 @@ def test_persistent_nfs_layers_survive_a_reboot_and_stay_per_node(node, tmp_path
                       console_session=checked({"read": "cat /root/probe"}, second))
         r3 = lab.boot("uefi", "nfs-persistent", hostname="node22", mac="52:54:00:00:00:22",
                       console_session=checked({"read": "cat /root/probe 2>&1; echo; cat /proc/cmdline",
-                                               "root": "findmnt -n -o FSTYPE,OPTIONS /run/distonet-union/lower",
-                                               "layer": "findmnt -n -o FSTYPE,OPTIONS /run/distonet-union/nfs",
+                                               "root": "findmnt -n -r -o FSTYPE,OPTIONS /run/distonet-union/lower",
+                                               "layer": "findmnt -n -r -o FSTYPE,OPTIONS /run/distonet-union/nfs",
                                                "owner": "stat -c %U:%G /etc/shadow /usr/bin/passwd"}, other))
     for r in (r1, r2, r3):
         assert r.reached, r.console[-3000:]
