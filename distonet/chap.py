@@ -87,6 +87,16 @@ def initramfs_conf(creds: dict, chap: Chap) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ipxe_settings(creds: dict, chap: Chap) -> str:
+    """The iPXE script that sets the CHAP settings before its own iSCSI login (an iBFT entry);
+    iPXE puts them in the iBFT, where only root on the node can read them."""
+    lines = ["#!ipxe", "# distonet: CHAP credentials for iPXE's iSCSI login (chained by the iBFT entries)",
+             f"set username {creds['user']}", f"set password {creds['secret']}"]
+    if chap == Chap.mutual:
+        lines += [f"set reverse-username {creds['target_user']}", f"set reverse-password {creds['target_secret']}"]
+    return "\n".join(lines) + "\n"
+
+
 def cpio(runner, files: dict[str, str], dest: Path, work: Path) -> None:
     """A newc cpio of `files` (path in the initramfs → text), owned by root, reproducible."""
     tree = work / "cpio"

@@ -45,8 +45,11 @@ def _remove(path: Path) -> None:
 
 
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """`mode` is the file's from its creation: a secret is never readable by others, even briefly."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600 if mode is not None else 0o666)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
         if mode is not None:
             tmp.chmod(mode)
 

@@ -44,6 +44,8 @@ class Host(BaseModel):
     address: Optional[str] = Field(None, pattern=r"^[0-9.]+$", description="a fixed IPv4 address (dnsmasq)")
     nfs_version: Optional[Literal[3, 4]] = Field(None, description="this host's NFS version, if not its recipe's "
                                                                    "(netboot.nfs_version): a fleet moves host by host")
+    ibft: Optional[bool] = Field(None, description="iscsi modes: this host's iPXE script hands the target to the "
+                                                   "kernel in the iBFT, if not its recipe's (netboot.iscsi.ibft)")
 
 
 class Inventory(BaseModel):

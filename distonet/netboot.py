@@ -22,11 +22,24 @@ LAYER_LABEL = "distonet-layer"   # clones.py makes every layer with it
 
 
 @dataclass(frozen=True)
+class Ibft:
+    """An iPXE entry that logs in to the iSCSI target itself (sanhook) and hands it to the kernel
+    in the iBFT: the kernel command line names no target, open-iscsi reads the table (iscsi_auto).
+    `node` is the host name, or None for iPXE to take it from DHCP (else the MAC address)."""
+    uri: str                    # iscsi:SERVER::PORT:LUN:TARGET, ${node} for the host name
+    initiator: str
+    node: str | None
+    credentials: str | None     # pxe/ path of the iPXE script that sets the CHAP settings
+    cmdline: str
+
+
+@dataclass(frozen=True)
 class Entry:
     label: str
     title: str
     cmdline: str
     initrds: tuple[str, ...] = field(default=())   # loaded after the initrd (pxe/ paths)
+    ibft: Ibft | None = None                        # the iPXE entry's own way to the root
 
 
 def export_path(template: str | None, recipe: str) -> str:
@@ -50,6 +63,11 @@ def chap_cpio(recipe: str) -> str:
     return f"iscsi/{recipe}.cpio"
 
 
+def chap_ipxe(recipe: str) -> str:
+    """The CHAP settings for iPXE's own login (iBFT entries), served beside the cpio."""
+    return f"iscsi/{recipe}.ipxe"
+
+
 def layer_dir(layers: str, recipe: str, hostname: str) -> str:
     return f"{layers.format(recipe=recipe).rstrip('/')}/{hostname}"
 
@@ -62,22 +80,26 @@ def nfs_cmdline(export: str, server: str | None, union: str = "tmpfs", version: 
 
 
 def iscsi_cmdline(root_uuid: str, target: str, server: str | None, port: int,
-                  own_target: str | None = None) -> list[str]:
+                  own_target: str | None = None, ibft: bool = False) -> list[str]:
     """The shared LUN mounted read-only without replaying a journal, never checked; with
     `own_target` (iscsi-persistent) the node logs in to its own target, which also holds its
-    layer LUN (hooks/initramfs/iscsi puts the host name for @HOSTNAME@)."""
-    args = [f"root=UUID={root_uuid}",
-            f"distonet.iscsi_target={own_target}" if own_target else f"iscsi_target_name={target}"]
-    args += [f"iscsi_target_ip={server}"] if server else []
-    args += [f"iscsi_target_port={port}"] if port != 3260 else []
+    layer LUN (hooks/initramfs/iscsi puts the host name for @HOSTNAME@). With `ibft` the target
+    comes from the firmware's table, which iPXE wrote (Ibft)."""
+    if ibft:
+        args = [f"root=UUID={root_uuid}", "iscsi_auto"]
+    else:
+        args = [f"root=UUID={root_uuid}",
+                f"distonet.iscsi_target={own_target}" if own_target else f"iscsi_target_name={target}"]
+        args += [f"iscsi_target_ip={server}"] if server else []
+        args += [f"iscsi_target_port={port}"] if port != 3260 else []
     union = f"dev:/dev/disk/by-label/{LAYER_LABEL}" if own_target else "tmpfs"
     return args + ["ip=dhcp", "ro", "rootflags=noload", "fsck.mode=skip", f"distonet.union={union}"]
 
 
 def mode_args(mode: str, recipe: str, netboot, root_uuid: str, hostname: str | None = None,
-              nfs_version: int | None = None) -> list[str]:
+              nfs_version: int | None = None, ibft: bool = False) -> list[str]:
     """The kernel arguments of one mode; `hostname` for a host's own entry (else from DHCP),
-    `nfs_version` for a host that does not take its recipe's."""
+    `nfs_version` for a host that does not take its recipe's, `ibft` for an iPXE login."""
     server = netboot.server
     version = nfs_version or netboot.nfs_version
     if mode == "nfs":
@@ -88,9 +110,15 @@ def mode_args(mode: str, recipe: str, netboot, root_uuid: str, hostname: str | N
     if mode in ISCSI_MODES:
         iqn = netboot.iscsi.iqn
         own = node_target_name(iqn, recipe, hostname or "@HOSTNAME@") if mode == "iscsi-persistent" else None
-        args = iscsi_cmdline(root_uuid, target_name(iqn, recipe), server, netboot.iscsi.port, own)
-        return args + ([f"iscsi_initiator={initiator_name(iqn, hostname)}"] if hostname else [])
+        args = iscsi_cmdline(root_uuid, target_name(iqn, recipe), server, netboot.iscsi.port, own, ibft)
+        return args + ([f"iscsi_initiator={initiator_name(iqn, hostname)}"] if hostname and not ibft else [])
     raise ValueError(f"unknown netboot mode {mode}")
+
+
+def ibft_used(netboot, hosts) -> bool:
+    """Whether an iPXE entry of the recipe or of a host logs in through the iBFT."""
+    return any(str(m) in ISCSI_MODES for m in netboot.modes) and (
+        netboot.iscsi.ibft or any(h.get("ibft") and h["mode"] in ISCSI_MODES for h in hosts))
 
 
 def _initrds(mode: str, recipe: str, netboot) -> tuple[str, ...]:
@@ -101,11 +129,28 @@ def _console(console: str | None) -> list[str]:
     return ["console=tty0", f"console={console}"] if console else []
 
 
+def ibft_login(mode: str, recipe: str, netboot, root_uuid: str, tail: list[str],
+               hostname: str | None = None) -> Ibft:
+    """How an iPXE entry of an iSCSI mode logs in: the target's LUN 1 (the root, in the shared
+    target and in a node's own), the node's initiator name as the hook would make it, the
+    CHAP settings from pxe/iscsi/<recipe>.ipxe; `tail`: the console and extra arguments."""
+    iqn, node = netboot.iscsi.iqn, hostname.lower().replace("_", "-") if hostname else None
+    name = node or "${node}"
+    target = node_target_name(iqn, recipe, name) if mode == "iscsi-persistent" else target_name(iqn, recipe)
+    uri = f"iscsi:{netboot.server or '${next-server}'}::{netboot.iscsi.port}:1:{target}"
+    args = mode_args(mode, recipe, netboot, root_uuid, hostname, ibft=True)
+    return Ibft(uri, f"{iqn}:{name}", node, chap_ipxe(recipe) if str(netboot.iscsi.chap) != "none" else None,
+                " ".join(args + tail))
+
+
 def entries(recipe: str, netboot, root_uuid: str, console: str | None, extra: tuple[str, ...]) -> list[Entry]:
     """The recipe's menu: one entry per mode, the first the default."""
+    tail = _console(console) + list(extra)
     return [Entry(str(mode), f"{recipe}: {TITLES[str(mode)]}",
-                  " ".join(mode_args(str(mode), recipe, netboot, root_uuid) + _console(console) + list(extra)),
-                  _initrds(str(mode), recipe, netboot))
+                  " ".join(mode_args(str(mode), recipe, netboot, root_uuid) + tail),
+                  _initrds(str(mode), recipe, netboot),
+                  ibft_login(str(mode), recipe, netboot, root_uuid, tail)
+                  if netboot.iscsi.ibft and str(mode) in ISCSI_MODES else None)
             for mode in netboot.modes]
 
 
@@ -114,9 +159,12 @@ def host_entry(host: dict, recipe: str, netboot, root_uuid: str, console: str | 
     """A host's own entry (inventory.py): its mode, its layer and initiator, its arguments."""
     mode = host["mode"]
     args = mode_args(mode, recipe, netboot, root_uuid, host["hostname"], host.get("nfs_version"))
-    return Entry(host["hostname"], f"{host['hostname']}: {recipe}, {TITLES[mode]}",
-                 " ".join(args + _console(console) + list(extra) + list(host.get("args", ()))),
-                 _initrds(mode, recipe, netboot))
+    tail = _console(console) + list(extra) + list(host.get("args", ()))
+    ibft = netboot.iscsi.ibft if host.get("ibft") is None else host["ibft"]
+    return Entry(host["hostname"], f"{host['hostname']}: {recipe}, {TITLES[mode]}", " ".join(args + tail),
+                 _initrds(mode, recipe, netboot),
+                 ibft_login(mode, recipe, netboot, root_uuid, tail, host["hostname"])
+                 if ibft and mode in ISCSI_MODES else None)
 
 
 def mac_dashes(mac: str) -> str:

@@ -87,6 +87,9 @@ class Iscsi(Model):
     chap: Chap = Field(Chap.one_way, description="none, one-way (the target checks the node) or mutual; the "
                                                  "secrets stay off the kernel command line (docs/netboot.md)")
     port: int = Field(3260, ge=1, le=65535)
+    ibft: bool = Field(False, description="iPXE entries log in to the target themselves (sanhook) and hand it to "
+                                          "the kernel in the firmware's iBFT (target, portal, initiator and "
+                                          "CHAP; `iscsi_auto`); pxelinux and GRUB keep the command line")
 
 
 class Netboot(Model):

@@ -1,8 +1,8 @@
 """pxe: a TFTP tree for the recipe's diskless modes — pxelinux for BIOS, a GRUB EFI network image
 for UEFI, an iPXE script — each with one menu entry per netboot mode and a file of its own for
 each inventory host (netboot.py), the kernel and initrd from the kernel output, and for the iSCSI
-root with CHAP the credentials cpio loaded after the initrd (chap.py, mode 0600). Serve pxe/ as
-the TFTP root."""
+root with CHAP the credentials cpio loaded after the initrd (chap.py, mode 0600) and, for iPXE
+entries that log in themselves (iBFT), an iPXE script that sets them. Serve pxe/ as the TFTP root."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from .. import chap, netboot
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, write_atomic
 from ..manifest import Artifact
 from .base import Output, OutputContext
 
@@ -80,4 +80,8 @@ class Pxe(Output):
                 chap.cpio(ctx.runner, {"etc/iscsi.initramfs": conf}, tmp, ctx.work)
                 tmp.chmod(0o600)
             arts.append(Artifact.of("pxe", out / "pxe" / rel, out, format="cpio-newc"))
+            if netboot.ibft_used(nb, site.get("hosts", ())):
+                rel = netboot.chap_ipxe(ctx.build.recipe)
+                write_atomic(out / "pxe" / rel, chap.ipxe_settings(chap.read(site["chap"]), nb.iscsi.chap), 0o600)
+                arts.append(Artifact.of("pxe", out / "pxe" / rel, out, format="ipxe-script"))
         return arts

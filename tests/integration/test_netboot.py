@@ -3,7 +3,8 @@ generated pxe/ tree, the root read-only over NFS from nfs-ganesha or on an iSCSI
 with CHAP, each server started from the generated config/ files, a union layer on top (tmpfs, or
 the node's own on NFS). All of it in a network namespace with only loopback.
 
-One site inventory (sites/lab/hosts.yaml) declares the machines: node11 boots iSCSI, node21 and
+One site inventory (sites/lab/hosts.yaml) declares the machines: node11 boots iSCSI, node12 too
+but through iPXE's own login and the iBFT, node21 and
 node22 keep their changes in layers on NFS (node22 over NFSv4, the others' NFS roots are v3) and
 node31 in a LUN of its own, which `distonet clones` makes."""
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.integration
 PASSWORD = "distonet-test"
 HOSTS = """hosts:
   node11: {mac: "52:54:00:00:00:11", recipe: node, mode: iscsi}
+  node12: {mac: "52:54:00:00:00:12", recipe: node, mode: iscsi, ibft: true}
   node21: {mac: "52:54:00:00:00:21", recipe: node, mode: nfs-persistent}
   node22: {mac: "52:54:00:00:00:22", recipe: node, mode: nfs-persistent, args: [distonet.test=22], nfs_version: 4}
   node31: {mac: "52:54:00:00:00:31", recipe: node, mode: iscsi-persistent}
@@ -100,11 +102,11 @@ def test_pxe_nfs_root_with_a_tmpfs_layer(node, firmware, tmp_path):
     assert leftovers(node.paths) == []
 
 
-@pytest.mark.parametrize("firmware", ["bios"])
-def test_pxe_iscsi_root_with_mutual_chap(node, firmware):
-    """node11's own inventory entry: iSCSI root, CHAP both ways, the secrets never on the
-    command line, the LUN untouched by what the node writes. (UEFI logs in with mutual CHAP in
-    the iscsi-persistent test.)"""
+def test_pxe_iscsi_root_through_ipxe_and_the_ibft_with_mutual_chap(node):
+    """node12's own inventory entry: iPXE (QEMU's BIOS ROM) logs in to the target with CHAP both
+    ways and leaves target, portal, initiator name and secrets in the iBFT, where open-iscsi finds
+    them: the kernel command line names none of them, the LUN is untouched by what the node writes.
+    (pxelinux and GRUB log in with mutual CHAP from the cpio in the iscsi-persistent test.)"""
     from distonet import chap
     from distonet.boot.netboot import lab_for
     creds = chap.read(node.facts.netboot["chap"])
@@ -115,21 +117,27 @@ def test_pxe_iscsi_root_with_mutual_chap(node, firmware):
         "root": "findmnt -n -o FSTYPE /",
         "lower": "findmnt -n -o FSTYPE,SOURCE /run/distonet-union/lower",
         "session": "cat /sys/class/iscsi_session/session*/targetname /sys/class/iscsi_session/session*/initiatorname",
+        "ibft": "cd /sys/firmware/ibft && cat initiator/initiator-name target0/target-name target0/rev-chap-name",
+        "mutual": "cat /sys/class/iscsi_session/session*/username_in",
         "cmdline": "cat /proc/cmdline",
-        "write": "echo on-node11 > /probe && cat /probe",
+        "write": "echo on-node12 > /probe && cat /probe",
         "hostname": "hostname",
     }
     with lab_for(node) as lab:
-        result = lab.boot(firmware, "iscsi", hostname="node11", mac="52:54:00:00:00:11",
+        result = lab.boot("ipxe", "iscsi", hostname="node12", mac="52:54:00:00:00:12",
                           console_session=checked(checks, seen))
     assert result.reached, result.console[-3000:]
+    assert "distonet iscsi: target, portal, initiator name and CHAP from the firmware's iBFT" in result.console
     assert "distonet union: root = read-only root + writable layer on tmpfs" in result.console
     assert seen["root"].strip() == "overlay" and seen["lower"].split()[0] == "ext4"
-    assert seen["session"].split() == ["iqn.2026-11.invalid.distonet:node", "iqn.2026-11.invalid.distonet:node11"]
-    assert "iscsi_initiator=iqn.2026-11.invalid.distonet:node11" in seen["cmdline"]   # its own entry
-    assert creds["secret"] not in seen["cmdline"] and creds["target_secret"] not in seen["cmdline"]
-    assert creds["secret"] not in result.console
-    assert seen["write"] == "on-node11\n" and seen["hostname"].strip() == "node11"
+    assert seen["session"].split() == ["iqn.2026-11.invalid.distonet:node", "iqn.2026-11.invalid.distonet:node12"]
+    assert seen["ibft"].split() == ["iqn.2026-11.invalid.distonet:node12", "iqn.2026-11.invalid.distonet:node",
+                                    creds["target_user"]]
+    assert seen["mutual"].strip() == creds["target_user"]          # the target proved itself to the node
+    assert "iscsi_auto" in seen["cmdline"] and "iscsi_target" not in seen["cmdline"]
+    assert "iscsi_initiator" not in seen["cmdline"]
+    assert creds["secret"] not in seen["cmdline"] + result.console and creds["target_secret"] not in seen["cmdline"]
+    assert seen["write"] == "on-node12\n" and seen["hostname"].strip() == "node12"
     assert hashlib.sha256(lun.read_bytes()).hexdigest() == before    # the shared LUN is read-only
     assert leftovers(node.paths) == []
 

@@ -254,6 +254,46 @@ def test_a_bad_nfs_version_names_the_host(paths, hosts, message):
         node_plan(paths, hosts=HOSTS + hosts)
 
 
+def test_ibft_entries_log_in_from_ipxe_and_keep_the_target_off_the_command_line(paths, tmp_path, monkeypatch):
+    hosts = HOSTS + '  n12: {mac: "52:54:00:00:00:12", recipe: node, mode: iscsi, ibft: true}\n'
+    plan = node_plan(paths, hosts=hosts)
+    files = netboot.menus("node", plan.recipe.boot, plan.recipe.netboot, plan.root_uuid, plan.facts.netboot["hosts"])
+    n12 = files["pxe/hosts/52-54-00-00-00-12.ipxe"]
+    assert "chain --autofree tftp://${next-server}/iscsi/node.ipxe\n" in n12
+    assert "set initiator-iqn iqn.2030-01.org.example:n12\n" in n12
+    assert "sanhook iscsi:${next-server}::3260:1:iqn.2030-01.org.example:node\n" in n12
+    kernel = next(l for l in n12.splitlines() if l.startswith("kernel "))
+    assert f"root=UUID={plan.root_uuid} iscsi_auto ip=dhcp ro" in kernel and "distonet.union=tmpfs" in kernel
+    assert "iscsi_target" not in kernel and "iscsi_initiator" not in kernel and "node.cpio" not in n12
+    # pxelinux and GRUB cannot write an iBFT: n12's entries there keep the command line
+    assert "iscsi_target_name=" in files["pxe/pxelinux.cfg/01-52-54-00-00-00-12"]
+    assert "sanhook" not in files["pxe/hosts/52-54-00-00-00-11.ipxe"] and "sanhook" not in files["pxe/boot.ipxe"]
+    # the recipe may make it every iPXE entry's way: the node's name from DHCP, else its MAC address
+    every = node_plan(paths, NODE.replace("chap: mutual", "chap: mutual, ibft: true"))
+    files = netboot.menus("node", every.recipe.boot, every.recipe.netboot, every.root_uuid, every.facts.netboot["hosts"])
+    persistent = files["pxe/boot.ipxe"].split(":iscsi-persistent\n")[1]
+    assert "set node ${mac:hexhyp}\nisset ${hostname} && set node ${hostname} ||\n" in persistent
+    assert "sanhook iscsi:${next-server}::3260:1:iqn.2030-01.org.example:node-${node}" in persistent
+    assert "distonet.union=dev:/dev/disk/by-label/distonet-layer" in persistent
+    assert "sanhook iscsi:${next-server}::3260:1:iqn.2030-01.org.example:node-n31\n" in \
+        files["pxe/hosts/52-54-00-00-00-31.ipxe"]
+    # the credentials: a private iPXE script beside the cpio, only when an entry uses it
+    inputs = pxe_inputs(tmp_path, monkeypatch)
+    runner = RecordingRunner(effects={"grub-mkimage": lambda argv: Path(argv[argv.index("-o") + 1]).write_bytes(b"E"),
+                                      "cpio": lambda argv: Path(argv[argv.index("--file") + 1]).write_bytes(b"C")})
+    arts = REGISTRY["pxe"].make(ctx_for(plan, "pxe", tmp_path, runner, inputs=inputs))
+    settings = tmp_path / "out/pxe/iscsi/node.ipxe"
+    assert "pxe/iscsi/node.ipxe" in {a.path for a in arts} and stat.S_IMODE(settings.stat().st_mode) == 0o600
+    creds = chap.read(plan.facts.netboot["chap"])
+    assert settings.read_text().splitlines()[2:] == [
+        f"set username {creds['user']}", f"set password {creds['secret']}",
+        f"set reverse-username {creds['target_user']}", f"set reverse-password {creds['target_secret']}"]
+    without = node_plan(paths)
+    (tmp_path / "2").mkdir()
+    arts = REGISTRY["pxe"].make(ctx_for(without, "pxe", tmp_path / "2", runner, inputs=inputs))
+    assert not any(a.path.endswith(".ipxe") and "/iscsi/" in a.path for a in arts)
+
+
 NFSMOUNT = Path(__file__).parents[2] / "hooks/initramfs/netroot/bin/distonet-nfsmount"
 
 
