@@ -11,8 +11,9 @@ host_packages="mmdebstrap debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bi
 grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux passwd
 git openssh-client gnupg dpkg-dev ipxe-qemu pxelinux syslinux-common nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 tar
 libvirt-clients libxml2-utils squashfs-tools tgt cpio lsof virt-v2v libxenmisc4.17 isolinux
-openssh-server rsync docker-registry"
-# libxenmisc: Xen's xl config parser (libxlutil), no hypervisor; virt-v2v: an OVA reader
+openssh-server rsync docker-registry chromium fonts-dejavu-core"
+# libxenmisc: Xen's xl config parser (libxlutil), no hypervisor; virt-v2v: an OVA reader;
+# chromium: renders the build report in the tests
 # Servers the tests start themselves (netboot's in a private namespace, sshd and an OCI registry
 # on 127.0.0.1): when set-up installs them, they are not left running on the host.
 host_services="nfs-ganesha tgt ssh docker-registry"

@@ -270,7 +270,14 @@ def publish(plan: BuildPlan, force: bool = False):
     s = pub.settings(load_site(site, plan.paths), os.environ.get("DISTONET_SHARE"),
                      where=f"sites/{site}.yaml" if site else "the site file")
     return pub.publish(plan.out_dir, s.share, keep=s.keep, force=force or bool(os.environ.get("DISTONET_FORCE")),
-                       sign_key=s.sign_key, gnupg_home=s.gnupg_home, ssh_options=s.ssh_options)
+                       sign_key=s.sign_key, gnupg_home=s.gnupg_home, ssh_options=s.ssh_options,
+                       stages_dir=plan.paths.stages)
+
+
+def nightly(plan: BuildPlan):
+    """`doit nightly`: boot unless passed, publish unless there (nightly.py)."""
+    from .nightly import run_recipe
+    return run_recipe(plan)
 
 
 # -- clean and prune ------------------------------------------------------------------------

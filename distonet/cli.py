@@ -1,4 +1,4 @@
-"""The `distonet` command: build, boot, publish, fetch, push-stages, list, show, check, clean, prune, deploy-lvm, clones,
+"""The `distonet` command: build, boot, nightly, publish, fetch, push-stages, list, show, check, clean, prune, deploy-lvm, clones,
 elements, schema.
 
 `build` and `boot` run doit through its own API (DoitMain with a task loader), with the same
@@ -22,7 +22,7 @@ def _need_root() -> None:
                             "creates device nodes)", hint="run it with sudo, or as root")
 
 
-def _doit(task: str, names: list[str], jobs: int) -> int:
+def _doit(task: str, names: list[str], jobs: int, extra: tuple[str, ...] = ()) -> int:
     from doit.cmd_base import TaskLoader2
     from doit.doit_cmd import DoitMain
     from doit.loader import generate_tasks
@@ -38,7 +38,10 @@ def _doit(task: str, names: list[str], jobs: int) -> int:
         def load_tasks(self, cmd, pos_args):
             return generate_tasks("distonet", (t for t in tasks))
 
-    args = ["run", *(["-n", str(jobs), "-P", "process"] if jobs > 1 else []),
+    if task == "nightly":
+        from .tasks import LOADED, start_nightly
+        start_nightly([p for p, _ in LOADED[-len(names):]])
+    args = ["run", *extra, *(["-n", str(jobs), "-P", "process"] if jobs > 1 else []),
             *(f"{task}:{n}" for n in names)]
     return DoitMain(Loader()).run(args)
 
@@ -53,6 +56,24 @@ def cmd_boot(a) -> int:
     _need_root()
     from .recipe import recipe_name
     return _doit("boot", [recipe_name(n) for n in a.recipes], 1)
+
+
+def cmd_nightly(a) -> int:
+    """Build, boot-test and publish (nightly.py); exit 75 when another run holds the lock."""
+    from .nightly import EX_TEMPFAIL, Busy
+    from .recipe import recipe_name
+    _need_root()
+    if a.share:
+        os.environ["DISTONET_SHARE"] = a.share
+    if a.cache:
+        os.environ["DISTONET_STAGE_CACHE"] = a.cache
+    try:
+        from .tasks import all_recipes
+        names = [recipe_name(n) for n in a.recipes] or all_recipes()
+        return _doit("nightly", names, a.jobs, ("--continue",))
+    except Busy as exc:
+        report(exc)
+        return EX_TEMPFAIL
 
 
 def cmd_list(a) -> int:
@@ -210,7 +231,7 @@ def cmd_publish(a) -> int:
         s = pub.settings(load_site(site, paths), a.share, a.keep, a.sign_key,
                          where=f"sites/{site}.yaml" if site else "the site file")
         pub.publish(paths.recipe_output(name), s.share, keep=s.keep, force=a.force, sign_key=s.sign_key,
-                    gnupg_home=s.gnupg_home, ssh_options=s.ssh_options)
+                    gnupg_home=s.gnupg_home, ssh_options=s.ssh_options, stages_dir=paths.stages)
     return 0
 
 
@@ -269,6 +290,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-n", "--jobs", type=int, default=1, help="run up to N steps at once")
     b = verb("boot", cmd_boot, "boot each recipe's disk under QEMU with its firmwares; record the results")
     b.add_argument("recipes", nargs="+", metavar="NAME")
+    b = verb("nightly", cmd_nightly, "build, boot-test and publish recipes (all when none named), under a "
+             "lock; a summary; exit 0 all on the share, 1 one failed, 2 bad input, 75 another run holds the lock")
+    b.add_argument("recipes", nargs="*", metavar="NAME")
+    b.add_argument("--share", metavar="SHARE", help="default: the site file's publish.share")
+    b.add_argument("--cache", metavar="CACHE", help="a stage cache shared with other builders")
+    b.add_argument("-n", "--jobs", type=int, default=1, help="run up to N steps at once")
     b = verb("list", cmd_list, "the recipes: parents, built or not, description")
     b.add_argument("--json", action="store_true")
     b = verb("show", cmd_show, "the resolved recipe (extends merged, defaults filled, secrets removed)")

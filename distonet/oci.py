@@ -36,7 +36,7 @@ from .manifest import MANIFEST, SUMS, Manifest
 TITLE = "org.opencontainers.image.title"
 CONFIG_TYPE = "application/vnd.distonet.build.config.v1+json"
 ARTIFACT_TYPE = "application/vnd.distonet.build.v1"
-MEDIA = {MANIFEST: "application/vnd.distonet.manifest.v1+json", SUMS: "text/plain",
+MEDIA = {MANIFEST: "application/vnd.distonet.manifest.v1+json", SUMS: "text/plain", "report.html": "text/html",
          SUMS + ".asc": "application/pgp-signature"}
 
 
@@ -60,8 +60,27 @@ class OciShare:
     def ref(self, recipe: str, tag: str) -> str:
         return f"{self.host}/{self.namespace}/{recipe}:{tag}"
 
+    def manifests(self, recipe: str) -> list[Manifest]:
+        """The build `latest` names (a registry lists tags, not builds by date): the one to
+        compare a new build with."""
+        client = self.client()
+        try:
+            container = client.get_container(self.ref(recipe, "latest"))
+            layers = client.get_manifest(container).get("layers", [])
+        except Exception:  # oras raises its own kinds and requests' for a missing tag: no previous build
+            return []
+        layer = next((x for x in layers if (x.get("annotations") or {}).get(TITLE) == MANIFEST), None)
+        if layer is None:
+            return []
+        with tempfile.TemporaryDirectory(prefix="distonet-oci-") as tmp:
+            client.download_blob(container, layer["digest"], f"{tmp}/{MANIFEST}")
+            try:
+                return [Manifest.load(Path(tmp))]
+            except BuildError:
+                return []
+
     def publish(self, out_dir: Path, m: Manifest, *, keep: int = 5, sign_key: str | None = None,
-                gnupg_home: str | None = None, runner=None):
+                gnupg_home: str | None = None, runner=None, extras: dict[str, Path] | None = None):
         import oras.oci
         from .publish import Published, SIGNATURE, files_of, sign
         client = self.client()
@@ -69,7 +88,7 @@ class OciShare:
         result = Published(m.recipe, m.build_id, self.ref(m.recipe, m.build_id))
         kinds = {a.path: (a.kind, a.format, a.sha256) for a in m.artifacts}
         with tempfile.TemporaryDirectory(prefix="distonet-oci-") as tmp:
-            files = [(rel, out_dir / rel) for rel in files_of(m)]
+            files = [(rel, out_dir / rel) for rel in files_of(m)] + list((extras or {}).items())
             if sign_key:
                 shutil.copyfile(out_dir / SUMS, Path(tmp) / SUMS)
                 sign(Path(tmp), sign_key, gnupg_home=gnupg_home)

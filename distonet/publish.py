@@ -27,7 +27,7 @@ from typing import Iterator
 
 from . import log
 from .errors import BuildError, DistonetError
-from .fsutil import fsync_dir, sha256_file
+from .fsutil import fsync_dir, sha256_file, write_atomic
 from .host.run import Runner, run
 from .manifest import MANIFEST, SUMS, Manifest
 
@@ -111,8 +111,21 @@ class LocalShare:
         link = self.root / recipe / LATEST
         return os.readlink(link) if link.is_symlink() else None
 
+    def manifests(self, recipe: str) -> list[Manifest]:
+        out = []
+        for name in self.builds(recipe):
+            try:
+                out.append(Manifest.load(self.root / recipe / name))
+            except DistonetError:
+                continue                          # not a build distonet reads: not in the index
+        return out
+
+    def write_index(self, recipe: str) -> None:
+        from .buildreport import INDEX, render_index
+        write_atomic(self.root / recipe / INDEX, render_index(recipe, self.manifests(recipe), self.latest(recipe)))
+
     def publish(self, out_dir: Path, m: Manifest, *, keep: int = 5, sign_key: str | None = None,
-                gnupg_home: str | None = None, runner: Runner = run) -> Published:
+                gnupg_home: str | None = None, runner: Runner = run, extras: dict[str, Path] | None = None) -> Published:
         top = self.root / m.recipe
         result = Published(m.recipe, m.build_id, str(top / m.build_id))
         with _lock(top):
@@ -125,6 +138,8 @@ class LocalShare:
                 partial.mkdir(exist_ok=True)
                 for rel in files_of(m):
                     self._copy(out_dir / rel, partial / rel, m, rel, result, runner)
+                for rel, src in (extras or {}).items():     # the report: made for this publish
+                    shutil.copyfile(src, partial / rel)
                 verify(partial, m)
                 if sign_key:
                     sign(partial, sign_key, runner, gnupg_home)
@@ -240,8 +255,38 @@ class RsyncShare:
     def ssh(self) -> list[str]:
         return ["ssh", *(["-p", str(self.port)] if self.port else []), *self.ssh_options]
 
+    def manifests(self, recipe: str, runner: Runner = run) -> list[Manifest]:
+        """Every build's manifest on the share, read in one ssh command."""
+        import json
+        import shlex
+        script = ('cd "$1" 2>/dev/null || exit 0; for f in */manifest.json; do [ -f "$f" ] || continue; '
+                  '[ -L "${f%/manifest.json}" ] && continue; cat "$f"; printf "\\036"; done')
+        said = runner([*self.ssh(), self.host, "sh", "-c", shlex.quote(script), "distonet-list",
+                       shlex.quote(f"{self.path}/{recipe}")], capture=True)
+        out = []
+        for chunk in (said.stdout or "").split("\x1e"):
+            try:
+                out.append(Manifest.from_dict(json.loads(chunk)))
+            except (ValueError, DistonetError, TypeError):
+                continue
+        return out
+
+    def write_index(self, recipe: str, runner: Runner = run) -> None:
+        import shlex
+        import tempfile
+        from .buildreport import INDEX, render_index
+        manifests = self.manifests(recipe, runner)
+        said = runner([*self.ssh(), self.host, "readlink", shlex.quote(f"{self.path}/{recipe}/{LATEST}")],
+                      check=False, capture=True)
+        with tempfile.TemporaryDirectory(prefix="distonet-index-") as tmp:
+            page = Path(tmp) / INDEX
+            page.write_text(render_index(recipe, manifests, (said.stdout or "").strip() or None))
+            top = f"{self.path}/{recipe}"
+            runner(["rsync", "--archive", "-e", shlex.join(self.ssh()), str(page), f"{self.host}:{top}/.{INDEX}.new"])
+            runner([*self.ssh(), self.host, "mv", "-f", shlex.quote(f"{top}/.{INDEX}.new"), shlex.quote(f"{top}/{INDEX}")])
+
     def publish(self, out_dir: Path, m: Manifest, *, keep: int = 5, sign_key: str | None = None,
-                gnupg_home: str | None = None, runner: Runner = run) -> Published:
+                gnupg_home: str | None = None, runner: Runner = run, extras: dict[str, Path] | None = None) -> Published:
         import re
         import shlex
         import tempfile
@@ -263,6 +308,8 @@ class RsyncShare:
                 shutil.copyfile(out_dir / SUMS, Path(tmp) / "sig" / SUMS)
                 sign(Path(tmp) / "sig", sign_key, runner, gnupg_home)
                 runner([*rsync, str(Path(tmp) / "sig" / SIGNATURE), dest])
+            if extras and there.returncode != 0:
+                runner([*rsync, *(str(p) for p in extras.values()), dest])
         said = runner([*self.ssh(), self.host, "sh", "-c", shlex.quote(REMOTE_FINISH), "distonet-publish",
                        shlex.quote(top), m.build_id, str(keep)], capture=True)
         out = said.stdout if said is not None else ""
@@ -296,12 +343,26 @@ def share_for(spec: str, ssh_options: tuple[str, ...] = ()):
 
 
 def publish(out_dir: Path, share: str, *, keep: int = 5, force: bool = False, sign_key: str | None = None,
-            gnupg_home: str | None = None, ssh_options: tuple[str, ...] = (), runner: Runner = run) -> Published:
+            gnupg_home: str | None = None, ssh_options: tuple[str, ...] = (), runner: Runner = run,
+            stages_dir: Path | None = None) -> Published:
+    """Publish the build in `out_dir` with its report (buildreport.py): the package diff against
+    the share's previous build, security fixes read from the image's changelogs in `stages_dir`
+    (the local store) where it still holds the build's stages."""
+    import tempfile
+    from . import buildreport
     m = Manifest.load(out_dir)
     publishable(m, force)
     target = share_for(share, ssh_options)
-    with log.step(f"publish {m.recipe} build {m.build_id} to {target}"):
-        result = target.publish(out_dir, m, keep=keep, sign_key=sign_key, gnupg_home=gnupg_home, runner=runner)
+    with log.step(f"publish {m.recipe} build {m.build_id} to {target}"), \
+            tempfile.TemporaryDirectory(prefix="distonet-report-") as tmp:
+        before = buildreport.previous(target.manifests(m.recipe), m)
+        diff = buildreport.package_diff(m, before, buildreport.store_changelogs(stages_dir, m))
+        page = Path(tmp) / buildreport.REPORT
+        page.write_text(buildreport.render_report(m, diff, signed=bool(sign_key)))
+        result = target.publish(out_dir, m, keep=keep, sign_key=sign_key, gnupg_home=gnupg_home, runner=runner,
+                                extras={buildreport.REPORT: page})
+        if hasattr(target, "write_index"):
+            target.write_index(m.recipe)
     log.info(f"published {m.recipe} {m.build_id}: {result.where}"
              + (" (already there)" if result.already else f", {result.copied >> 20} MiB sent")
              + (f", {result.kept >> 20} MiB kept from an interrupted run" if result.kept else "")

@@ -27,6 +27,12 @@ DEFAULT_RECIPE = "minimal"
 
 # Plans loaded by this process, for the end-of-run summary (the reporter prints it).
 LOADED: list[tuple[BuildPlan, float]] = []
+NIGHTLY: list[bool] = []     # non-empty when this run is a nightly one (its summary too)
+
+
+def _nightly_requested(argv: list[str]) -> bool:
+    from .nightly import requested
+    return requested(argv)
 
 
 class Reporter(ConsoleReporter):
@@ -55,6 +61,9 @@ class Reporter(ConsoleReporter):
             bad = plan.name in failed
             if bad or log.level() >= log.NORMAL:
                 print(_summary(plan, since, bad), file=sys.stderr)
+        if NIGHTLY:
+            from .nightly import print_summary
+            print_summary(LOADED, {f["task"].name for f in self.failures})
         for f in self.failures:
             exc = f["exception"]
             text = exc.get_msg() if hasattr(exc, "get_msg") else str(exc)
@@ -74,6 +83,9 @@ def _summary(plan: BuildPlan, since: float, failed: bool) -> str:
 
 DOIT_CONFIG = {
     "default_tasks": ["build"],
+    # `doit nightly`: one recipe's failure does not stop the others (doit reads this before it
+    # asks for the tasks, so it is decided from the command line here)
+    "continue": _nightly_requested(sys.argv[1:]),
     "backend": "sqlite3",
     "dep_file": os.environ.get("DISTONET_DOIT_DB", ".doit.db"),
     "verbosity": 2,
@@ -171,6 +183,14 @@ def make_tasks(plan: BuildPlan):
         "verbosity": 2,
     }
     yield {
+        "basename": "nightly", "name": r,
+        "doc": f"build {r}, boot-test it unless it passed already, publish it unless the share has it",
+        "actions": [_action(actions.nightly, plan, "nightly")],
+        "task_dep": [f"manifest:{r}"],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+    yield {
         "basename": "boot", "name": r,
         "doc": f"boot {r}'s disk under QEMU with each firmware; record the results in the manifest",
         "actions": [_action(actions.boot, plan, "boot")],
@@ -206,6 +226,7 @@ def _group_doc(basename: str) -> str:
     fixed = {"build": "build the recipes (recipe=a,b; default minimal)",
              "boot": "boot the recipes' disks under QEMU; results go to the manifest",
              "publish": "publish the recipes' boot-tested builds to the share (share=PATH)",
+             "nightly": "build, boot-test and publish the recipes, under a lock, with a summary",
              "manifest": "write manifest.json and SHA256SUMS; the new artifacts appear at once"}
     if basename in fixed:
         return fixed[basename]
@@ -237,6 +258,28 @@ def load_tasks_or_exit(value: str | None, site: str | None = None, share: str | 
         if command not in OFFLINE_COMMANDS and os.geteuid() != 0:
             raise DistonetError("distonet builds, boots and cleans as root (it mounts, chroots and "
                                 "creates device nodes)", hint="run it with sudo, or as root")
-        return load_tasks(split_names(value), offline_ok=command in OFFLINE_COMMANDS)
+        nightly = command == "nightly" or command.startswith("nightly:")
+        names = split_names(value) if value is not None or not nightly else all_recipes()
+        tasks = load_tasks(names, offline_ok=command in OFFLINE_COMMANDS)
+        if nightly:
+            start_nightly([p for p, _ in LOADED])
+        return tasks
     except DistonetError as exc:
-        raise SystemExit(report(exc))
+        from .nightly import Busy, EX_TEMPFAIL
+        code = report(exc)
+        raise SystemExit(EX_TEMPFAIL if isinstance(exc, Busy) else code)
+
+
+def all_recipes() -> list[str]:
+    """`doit nightly` without recipe=: every recipe on the search path."""
+    from .paths import Paths
+    from .recipe import known_recipes
+    return sorted(known_recipes(Paths.default().search))
+
+
+def start_nightly(plans) -> None:
+    """Every recipe has a share, and this process holds the nightly lock until it ends."""
+    from . import nightly
+    nightly.check(plans)
+    nightly.take_lock(plans[0].paths.cache)
+    NIGHTLY.append(True)

@@ -1,6 +1,6 @@
 """The documents distonet ships as Jinja2 templates (distonet/templates/<folder>/*.j2): boot
 menus, server configurations, hypervisor domains. Rendered with StrictUndefined; XML templates
-autoescaped, so a recipe's text cannot break the document."""
+and HTML templates autoescaped, so a recipe's text cannot break the document."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _env():
     import jinja2
     return jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT), undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                              autoescape=jinja2.select_autoescape(enabled_extensions=("xml.j2", "ovf.j2"),
+                              autoescape=jinja2.select_autoescape(enabled_extensions=("xml.j2", "ovf.j2", "html.j2"),
                                                                   default_for_string=False, default=False))
 
 

@@ -39,7 +39,9 @@ def test_layout_latest_and_checksums(tmp_path):
     r1 = publish(build(tmp_path / "b1", "id1", "2026-11-01T00:00:00"), str(share))
     r2 = publish(build(tmp_path / "b2", "id2", "2026-11-02T00:00:00", salt=b"2"), str(share))
     top = share / "node"
-    assert sorted(p.name for p in top.iterdir() if not p.name.startswith(".")) == ["id1", "id2", "latest"]
+    assert sorted(p.name for p in top.iterdir() if not p.name.startswith(".")) == ["id1", "id2", "index.html", "latest"]
+    assert (top / "id1/report.html").is_file() and (top / "id2/report.html").is_file()    # buildreport.py
+    assert 'href="id1/report.html"' in (top / "index.html").read_text()
     assert os.readlink(top / "latest") == "id2" and r2.copied > 0 and not r1.already
     for build_dir in ("id1", "id2", "latest"):   # sha256sum -c accepts every build, and latest
         subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=top / build_dir, check=True)

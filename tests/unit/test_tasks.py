@@ -14,7 +14,7 @@ def test_task_names_carry_the_recipe(paths):
     _, tasks = tasks_of(paths)
     assert set(tasks) == {f"{n}:minimal" for n in (
         "bootstrap", "packages.kernel", "packages.base", "packages.ssh", "seal", "rootfs", "kernel",
-        "disk", "qcow2", "sbom", "manifest", "build", "boot", "publish")}
+        "disk", "qcow2", "sbom", "manifest", "build", "boot", "publish", "nightly")}
 
 
 def test_stage_chain_and_uptodate_follows_the_stamps(paths):
