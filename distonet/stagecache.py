@@ -10,9 +10,10 @@ attribute, device nodes, so an overlayfs upper layer keeps its whiteouts and opa
 directories), compressed with zstd, and the stage's stamp; the entry's record names the
 tarball's sha256 and size.
 
-- Directory: `<dir>/<key>.tar.zst` then `<dir>/<key>.json` (the record), each written under a
-  temporary name and renamed: the record is the commit point, so a reader sees a whole entry or
-  none, and two builders pushing one key at once write the same bytes.
+- Directory: `<dir>/<key>.<digest>.tar.zst` then `<dir>/<key>.json` (the record naming it),
+  the tarball renamed into place, the record created with link(2): the record is the commit
+  point, so a reader sees a whole entry or none, and of two builders pushing one key at once
+  the first record stands and the other builder removes its tarball.
 - OCI: the repository `<namespace>/stages`, tag = the key; the tarball is the one layer, the
   stamp the config blob.
 A pulled tarball is checked against the record's digest before it is unpacked: a truncated or
@@ -65,24 +66,43 @@ class DirCache:
         return self.record(key) is not None
 
     def push(self, key: str, tree: Path, stamp: dict, runner: Runner = run) -> int:
+        """Two builders may push one key at once, each with its own tarball (their trees were
+        built apart: the same content, other bytes). Each tarball is named by its digest; the
+        record is created with link(2), which fails if it exists (also over NFS), so the first
+        record wins, names its own tarball, and the other builder removes its own."""
         if self.has(key):
             return 0
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{key}.tar.zst.{os.getpid()}"
+        rec_tmp = self.root / f".{key}.json.{os.getpid()}"
+        final = None
         try:
             pack(tree, tmp, runner)
-            record = {"key": key, "sha256": sha256_file(tmp), "size": tmp.stat().st_size, "stamp": stamp}
-            os.replace(tmp, self.root / f"{key}.tar.zst")
+            digest = sha256_file(tmp)
+            final = self.root / f"{key}.{digest[:16]}.tar.zst"
+            record = {"key": key, "file": final.name, "sha256": digest, "size": tmp.stat().st_size, "stamp": stamp}
+            os.replace(tmp, final)
+            write_atomic(rec_tmp, json.dumps(record, indent=2))
+            try:
+                os.link(rec_tmp, self.root / f"{key}.json")          # the commit point
+            except FileExistsError:
+                won = self.record(key) or {}
+                if won.get("file") != final.name:
+                    final.unlink(missing_ok=True)                   # another builder's entry stands
+                return 0
         finally:
             tmp.unlink(missing_ok=True)
-        write_atomic(self.root / f"{key}.json", json.dumps(record, indent=2))    # the commit point
+            rec_tmp.unlink(missing_ok=True)
         return record["size"]
 
     def pull(self, key: str, tree: Path, runner: Runner = run) -> tuple[dict, int]:
         record = self.record(key)
         if record is None:
             raise BuildError(f"{self.root}: no stage {key[:12]}")
-        tarball = self.root / f"{key}.tar.zst"
+        name = str(record.get("file") or f"{key}.tar.zst")
+        if "/" in name or not name.startswith(key):
+            raise BuildError(f"{self.root / key}.json: names {name!r}, not an entry of its own")
+        tarball = self.root / name
         if not tarball.is_file() or tarball.stat().st_size != record["size"] or sha256_file(tarball) != record["sha256"]:
             raise BuildError(f"{tarball}: does not match its record (truncated or tampered)")
         unpack(tarball, tree, runner)

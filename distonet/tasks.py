@@ -258,7 +258,7 @@ def load_tasks_or_exit(value: str | None, site: str | None = None, share: str | 
         if command not in OFFLINE_COMMANDS and os.geteuid() != 0:
             raise DistonetError("distonet builds, boots and cleans as root (it mounts, chroots and "
                                 "creates device nodes)", hint="run it with sudo, or as root")
-        nightly = command == "nightly" or command.startswith("nightly:")
+        nightly = _nightly_requested(sys.argv[1:])
         names = split_names(value) if value is not None or not nightly else all_recipes()
         tasks = load_tasks(names, offline_ok=command in OFFLINE_COMMANDS)
         if nightly:

@@ -7,6 +7,8 @@ integration tests call it, and the netboot outputs extend it with their own driv
 
 from __future__ import annotations
 
+import functools
+
 import os
 import re
 import shutil
@@ -243,10 +245,12 @@ def boot_recipe(plan, disk: bool = True, netboot: bool = False,
         for firmware in recipe.boot.firmware:
             results.append(boot_iso(plan, hypervisors["iso"], str(firmware)))
         results += [boot_iso(plan, hypervisors["iso"], "bios", how) for how in ("stick", "toram")]
-    for firmware in recipe.boot.firmware if disk else ():
-        results.append(boot_disk(out / "disk.raw", str(firmware), marker=recipe.boot.marker or LOGIN,
-                                 timeout=recipe.boot.timeout, kernel=out / "vmlinuz",
-                                 paths=plan.paths, name=f"disk/{firmware}", log_dir=out / "boot"))
+    if disk:   # each firmware's boot at once, on cores of their own (boot/parallel.py)
+        from .parallel import side_by_side
+        results += side_by_side(*(functools.partial(
+            boot_disk, out / "disk.raw", str(firmware), marker=recipe.boot.marker or LOGIN, timeout=recipe.boot.timeout,
+            kernel=out / "vmlinuz", paths=plan.paths, name=f"disk/{firmware}", log_dir=out / "boot")
+            for firmware in recipe.boot.firmware))
     if netboot and recipe.netboot.modes:
         from .netboot import lab_for
         with lab_for(plan, log_dir=out / "boot") as lab:

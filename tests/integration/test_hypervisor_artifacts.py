@@ -76,26 +76,8 @@ def test_a_tampered_ova_is_refused_by_its_consumers(vm, tmp_path):
     assert v2v.returncode != 0 and "does not match manifest" in v2v.stdout + v2v.stderr
 
 
-_CALLS: list = []
-
-
-def _call(i: int):
-    fn, *args = _CALLS[i]
-    return fn(*args)
-
-
-def side_by_side(*calls):
-    """Run boots at once, each in a forked process of its own (a boot's ledger needs its
-    process's main thread; TCG runs one vCPU, so two boots share two cores). The calls reach
-    the children through the fork, since a plan does not pickle."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    _CALLS[:] = calls
-    with ProcessPoolExecutor(len(calls), mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_call, range(len(calls))))
-
-
 def test_the_ova_disk_and_the_xen_domain_boot_to_login(vm):
+    from distonet.boot.parallel import side_by_side
     from distonet.boot.hypervisors import boot_ova, boot_xen
     ova, xen = side_by_side((boot_ova, vm, artifact(vm, "ova")), (boot_xen, vm, artifact(vm, "xen")))
     assert ova.reached, ova.console[-3000:]
@@ -110,6 +92,7 @@ def test_the_live_iso_boots_to_login_with_bios_and_uefi(vm):
     root.squashfs under a tmpfs layer. (`doit boot` also boots it as a stick, through its
     isohybrid MBR, and with its root copied into RAM.)"""
     from distonet.boot.hypervisors import boot_iso
+    from distonet.boot.parallel import side_by_side
     iso = artifact(vm, "iso")
     for r in side_by_side((boot_iso, vm, iso, "bios", "cdrom"), (boot_iso, vm, iso, "uefi", "cdrom")):
         assert r.reached, r.console[-3000:]

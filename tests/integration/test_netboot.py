@@ -74,31 +74,43 @@ def checked(session_checks, seen, then="poweroff"):
     return session
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
-def test_pxe_nfs_root_with_a_tmpfs_layer(node, firmware, tmp_path):
-    """pxelinux (BIOS) and GRUB (UEFI); the iPXE script boots node21 again in the persistent test."""
+NFS_TMPFS_CHECKS = {
+    "root": "findmnt -n -o FSTYPE /",
+    "lower": "findmnt -n -o FSTYPE,SOURCE /run/distonet-union/lower",
+    "write": "echo written-on-the-node > /probe && cat /probe",
+    "hostname": "hostname",
+    "networkd": "networkctl list --no-legend --no-pager | grep -c unmanaged; ls /run/systemd/network",
+    "failed": "systemctl --failed --no-legend --plain",
+}
+
+
+def boot_nfs_tmpfs(node, firmware: str, export):
+    """One node's boot in a lab of its own (its own namespaces and servers), and what it saw."""
     from distonet.boot.netboot import lab_for
-    export = tmp_path / "export"
     seen = {}
-    checks = {
-        "root": "findmnt -n -o FSTYPE /",
-        "lower": "findmnt -n -o FSTYPE,SOURCE /run/distonet-union/lower",
-        "write": "echo written-on-the-node > /probe && cat /probe",
-        "hostname": "hostname",
-        "networkd": "networkctl list --no-legend --no-pager | grep -c unmanaged; ls /run/systemd/network",
-        "failed": "systemctl --failed --no-legend --plain",
-    }
     with lab_for(node, export_root=export) as lab:
-        result = lab.boot(firmware, "nfs", hostname="node07", console_session=checked(checks, seen))
-    assert result.reached, result.console[-3000:]
-    assert "distonet union: root = read-only root + writable layer on tmpfs" in result.console
-    assert seen["root"].strip() == "overlay"
-    assert seen["lower"].split()[0] in ("nfs", "nfs4") and ":/srv/distonet/node" in seen["lower"]
-    assert seen["write"] == "written-on-the-node\n"
-    assert not (export / "probe").exists() and (export / "etc/os-release").exists()  # the export is unchanged
-    assert seen["hostname"].strip() == "node07"                                       # from DHCP
-    assert "10-distonet-netroot.network" in seen["networkd"]   # the root's interface left to the initramfs
-    assert "remount-fs" not in seen["failed"] and "wait-online" not in seen["failed"]  # fit a network root
+        result = lab.boot(firmware, "nfs", hostname="node07", console_session=checked(NFS_TMPFS_CHECKS, seen))
+    return result, seen, (export / "probe").exists(), (export / "etc/os-release").exists()
+
+
+def test_pxe_nfs_root_with_a_tmpfs_layer_bios_and_uefi(node, tmp_path):
+    """pxelinux (BIOS) and GRUB (UEFI), two nodes side by side, each with its own servers; the
+    iPXE script boots node21 again in the persistent test."""
+    import functools
+    from distonet.boot.parallel import side_by_side
+    boots = side_by_side(*(functools.partial(boot_nfs_tmpfs, node, fw, tmp_path / f"export-{fw}")
+                           for fw in ("bios", "uefi")))
+    for result, seen, probe_on_export, export_whole in boots:
+        assert result.reached, result.console[-3000:]
+        assert "distonet union: root = read-only root + writable layer on tmpfs" in result.console
+        assert seen["root"].strip() == "overlay"
+        assert seen["lower"].split()[0] in ("nfs", "nfs4") and ":/srv/distonet/node" in seen["lower"]
+        assert seen["write"] == "written-on-the-node\n"
+        assert not probe_on_export and export_whole                                    # the export is unchanged
+        assert seen["hostname"].strip() == "node07"                                    # from DHCP
+        assert "10-distonet-netroot.network" in seen["networkd"]   # the root's interface left to the initramfs
+        assert "remount-fs" not in seen["failed"] and "wait-online" not in seen["failed"]  # fit a network root
+    assert [r.name for r, *_ in boots] == ["pxe-nfs/bios", "pxe-nfs/uefi"]
     assert leftovers(node.paths) == []
 
 
@@ -172,19 +184,29 @@ def test_persistent_nfs_layers_survive_a_reboot_and_stay_per_node(node, tmp_path
     master = sum(f.stat().st_blocks for f in node.out_dir.rglob("*") if f.is_file())
     assert sum(f.stat().st_blocks for f in layers.rglob("*")) * 512 < 64 << 20 < master * 512  # no copy
 
-    first, second, other = {}, {}, {}
-    with lab_for(node, layers_root=layers) as lab:
-        r1 = lab.boot("bios", "nfs-persistent", hostname="node21", mac="52:54:00:00:00:21",
-                      console_session=checked({"write": "echo kept-by-node21 > /root/probe && sync && cat /root/probe"},
-                                              first, then="reboot"))
-        # the reboot through QEMU's iPXE ROM: boot.ipxe chains node21's own iPXE script
-        r2 = lab.boot("ipxe", "nfs-persistent", hostname="node21", mac="52:54:00:00:00:21",
-                      console_session=checked({"read": "cat /root/probe"}, second))
-        r3 = lab.boot("uefi", "nfs-persistent", hostname="node22", mac="52:54:00:00:00:22",
-                      console_session=checked({"read": "cat /root/probe 2>&1; echo; cat /proc/cmdline",
-                                               "root": "findmnt -n -r -o FSTYPE,OPTIONS /run/distonet-union/lower",
-                                               "layer": "findmnt -n -r -o FSTYPE,OPTIONS /run/distonet-union/nfs",
-                                               "owner": "stat -c %U:%G /etc/shadow /usr/bin/passwd"}, other))
+    def node21():
+        first, second = {}, {}
+        with lab_for(node, layers_root=layers) as lab:
+            r1 = lab.boot("bios", "nfs-persistent", hostname="node21", mac="52:54:00:00:00:21",
+                          console_session=checked({"write": "echo kept-by-node21 > /root/probe && sync && cat /root/probe"},
+                                                  first, then="reboot"))
+            # the reboot through QEMU's iPXE ROM: boot.ipxe chains node21's own iPXE script
+            r2 = lab.boot("ipxe", "nfs-persistent", hostname="node21", mac="52:54:00:00:00:21",
+                          console_session=checked({"read": "cat /root/probe"}, second))
+        return r1, r2, first, second
+
+    def node22():
+        other = {}
+        with lab_for(node, layers_root=layers) as lab:     # its own servers, the same layers
+            r3 = lab.boot("uefi", "nfs-persistent", hostname="node22", mac="52:54:00:00:00:22",
+                          console_session=checked({"read": "cat /root/probe 2>&1; echo; cat /proc/cmdline",
+                                                   "root": "findmnt -n -r -o FSTYPE,OPTIONS /run/distonet-union/lower",
+                                                   "layer": "findmnt -n -r -o FSTYPE,OPTIONS /run/distonet-union/nfs",
+                                                   "owner": "stat -c %U:%G /etc/shadow /usr/bin/passwd"}, other))
+        return r3, other
+
+    from distonet.boot.parallel import side_by_side
+    (r1, r2, first, second), (r3, other) = side_by_side(node21, node22)   # two nodes at once
     for r in (r1, r2, r3):
         assert r.reached, r.console[-3000:]
         assert "writable layer on NFS 10.0.2.2:/srv/distonet/layers/node/node2" in r.console

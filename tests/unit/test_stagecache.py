@@ -35,7 +35,7 @@ def test_an_entry_keeps_what_an_overlay_layer_needs(tmp_path):
     assert not cache.has(KEY)
     size = cache.push(KEY, tree, {"stage": "packages.base", "key": KEY})
     assert size > 0 and cache.has(KEY) and cache.push(KEY, tree, {}) == 0      # pushed once
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"{KEY}.json", f"{KEY}.tar.zst"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([f"{KEY}.json", cache.record(KEY)["file"]])
     out = tmp_path / "partial"
     out.mkdir()
     pulled = try_pull(cache, KEY, out, "packages.base")
@@ -54,7 +54,7 @@ def test_a_damaged_entry_is_refused_and_the_stage_built(tmp_path, damage):
     tree = layer(tmp_path)
     cache = DirCache(tmp_path / "cache")
     cache.push(KEY, tree, {"stage": "s"})
-    tarball = tmp_path / "cache" / f"{KEY}.tar.zst"
+    tarball = tmp_path / "cache" / cache.record(KEY)["file"]
     data = tarball.read_bytes()
     if damage == "truncate":
         tarball.write_bytes(data[: len(data) // 2])
@@ -74,6 +74,37 @@ def test_a_half_pushed_entry_does_not_count(tmp_path):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / f"{KEY}.tar.zst").write_bytes(b"partial")   # the record never written
     assert not cache.has(KEY)
+
+
+def _push(root: str, tree: str, barrier) -> None:
+    barrier.wait()
+    DirCache(Path(root)).push(KEY, Path(tree), {"stage": "s", "by": tree})
+
+
+def test_two_builders_pushing_one_key_at_once_leave_one_whole_entry(tmp_path):
+    """Two builders built the same stage apart (other mtimes: other bytes) and push at once,
+    again and again: each time one record stands, names a tarball that matches it, and the
+    other builder's tarball is gone."""
+    import multiprocessing
+    trees = []
+    for name in ("a", "b"):
+        tree = layer(tmp_path / name)
+        os.utime(tree / "etc/file", (1000 + len(trees), 1000 + len(trees)))
+        trees.append(str(tree))
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(6):
+        root = tmp_path / f"cache{round_}"
+        barrier = ctx.Barrier(2)
+        builders = [ctx.Process(target=_push, args=(str(root), t, barrier)) for t in trees]
+        for b in builders:
+            b.start()
+        for b in builders:
+            b.join(60)
+        assert [b.exitcode for b in builders] == [0, 0]
+        record = DirCache(root).record(KEY)
+        assert sorted(p.name for p in root.iterdir()) == sorted([f"{KEY}.json", record["file"]])
+        stamp, _ = DirCache(root).pull(KEY, tmp_path / f"out{round_}" / "tree")
+        assert stamp["by"] in trees and (tmp_path / f"out{round_}/tree/etc/file").read_text() == "content\n"
 
 
 def test_cache_specs():
