@@ -176,7 +176,8 @@ def test_publish_to_and_fetch_from_an_oci_registry(tmp_path, registry):
     assert manifest["artifactType"] == "application/vnd.distonet.build.v1"
     assert manifest["annotations"]["io.distonet.build-id"] == m["build_id"]
     titles = {layer["annotations"]["org.opencontainers.image.title"]: layer for layer in manifest["layers"]}
-    assert set(titles) == {a["path"] for a in m["artifacts"]} | {"SHA256SUMS", "manifest.json"}
+    assert set(titles) == {a["path"] for a in m["artifacts"]} | {"SHA256SUMS", "manifest.json", "report.html"}
+    assert titles["report.html"]["mediaType"] == "text/html"        # the build report (buildreport.py)
     for art in m["artifacts"]:                        # the registry's digests are the build's own
         assert titles[art["path"]]["digest"] == f"sha256:{art['sha256']}"
     assert titles["pxe/boot.ipxe"]["mediaType"] == "application/vnd.distonet.ipxe.v1"

@@ -89,6 +89,7 @@ def test_the_page_shows_the_diff_boots_artifacts_and_a_chart():
     assert 'href="disk.raw"' in page and "3.0 GiB" in page and "SHA256SUMS.asc" in page
     assert 'id="boot-verdict">passed<' in page and "41.2" in page
     assert "<script" not in page and "src=" not in page and "<link" not in page   # nothing to fetch
+    assert buildreport.render_report(NEW, diff, signed=True) == page               # the same bytes again
     hostile = manifest("b3", "2026-11-30T00:00:00", [("<script>alert(1)</script>", "1")])
     assert "<script>alert" not in buildreport.render_report(hostile, buildreport.package_diff(hostile, NEW))
 
