@@ -17,6 +17,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def syncfs(path: Path) -> None:
+    """Write out everything dirty on `path`'s file system (syncfs(2)): one call where dpkg's
+    per-file fsyncs were skipped (--force-unsafe-io)."""
+    import ctypes
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), f"syncfs {path}")
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path, sync: bool = False):
     """Yield a temporary path beside `dest`, unique to this process; on success it replaces `dest`

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .errors import BuildError
-from .fsutil import write_atomic
+from .fsutil import syncfs, write_atomic
 from .host.ledger import Ledger, mounts_below
 from .host.locks import try_lock, wait_lock
 
@@ -136,6 +136,7 @@ class StageStore:
     def commit(self, key: str, partial: Path, stamp: dict) -> dict:
         """Rename the partial into place, then write the stamp: the snapshot now counts."""
         shutil.rmtree(partial / "work", ignore_errors=True)  # overlayfs' work dir is not content
+        syncfs(partial)      # the tree is on disk before its stamp says it is done (even after a power cut)
         final = self.dir(key)
         remove_tree(final)  # a snapshot without a stamp is incomplete
         os.replace(partial, final)

@@ -1,20 +1,23 @@
 """bootstrap: mmdebstrap (default) or debootstrap into the stage's tree.
 
-Downloaded .debs go to the shared package cache (cache/apt-archives) and come back from it,
-and with mmdebstrap the package lists are kept per archive state and mirror
+Downloaded .debs go to the shared package cache (cache/apt-archives), bound into the tree while
+the tool runs, and with mmdebstrap the package lists are kept per archive state and mirror
 (cache/apt-lists/<id>), so an unchanged recipe rebuilds from scratch without the network.
 Lists stay in the tree: the package layers install from them; seal removes them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..enums import BootstrapTool
+from ..host.locks import wait_lock
 from .base import HostFacts, StageContext, StageKind
 
 
@@ -56,9 +59,11 @@ def bootstrap_argv(inputs: Mapping[str, Any], host: HostFacts, tree: Path,
             f"--architectures={inputs['architecture']}", f"--components={' '.join(inputs['components'])}",
             # keep every .deb (essential ones too) for the package cache, and the lists
             "--skip=download/empty", "--skip=essential/unlink", "--skip=cleanup/apt/lists",
+            # The shared cache itself, bound (not copied in and out: a site's cache holds GBs of
+            # other recipes' packages), and unbound before mmdebstrap cleans up.
             '--setup-hook=mkdir -p "$1"/var/cache/apt/archives',
-            f"--setup-hook=sync-in {cache} /var/cache/apt/archives/",
-            f"--customize-hook=sync-out /var/cache/apt/archives {cache}",
+            f'--setup-hook=mount -o bind {shlex.quote(str(cache))} "$1"/var/cache/apt/archives',
+            '--customize-hook=umount "$1"/var/cache/apt/archives',
             *(["--setup-hook=mkdir -p \"$1\"/var/lib/apt/lists",
                f"--setup-hook=sync-in {lists} /var/lib/apt/lists/", "--skip=update"] if lists else []),
             *([f"--customize-hook=sync-out /var/lib/apt/lists {save_lists}"] if save_lists else []),
@@ -96,6 +101,17 @@ class Bootstrap(StageKind):
         ctx.ledger.mounts_under(tree)  # the tool mounts proc/sys/dev itself; undo them if it is killed
         lists = lists_cache(inputs, host)
         env = proxy_env(host)
+        # the tool writes the shared download cache itself: one build at a time (chroot.py)
+        lock = wait_lock(host.apt_archives.parent / "apt-archives.lock", fcntl.LOCK_EX,
+                         "another build is using the shared apt download cache")
+        try:
+            cls._run(inputs, host, tree, lists, env, runner)
+        finally:
+            os.close(lock)
+        return {"tool": inputs["tool"], "apt": apt_lines(inputs, host)}
+
+    @staticmethod
+    def _run(inputs, host, tree, lists, env, runner) -> None:
         if inputs["tool"] != BootstrapTool.mmdebstrap:
             runner(bootstrap_argv(inputs, host, tree), env=env)
         elif (lists / "lock").exists() or any(lists.glob("*_Packages*")):
@@ -111,4 +127,3 @@ class Bootstrap(StageKind):
                 raise
             shutil.rmtree(lists, ignore_errors=True)
             os.replace(saving, lists)
-        return {"tool": inputs["tool"], "apt": apt_lines(inputs, host)}

@@ -14,9 +14,12 @@ from ..host.archive import bare_name
 from ..host.chroot import chroot_argv, chroot_session
 from .base import StageContext, StageKind
 
+# --force-unsafe-io: dpkg skips its fsync per unpacked file (mmdebstrap does the same for its own
+# run): a stage that dies half-way is thrown away whole, and the store syncs a finished one with
+# one syncfs before its stamp. An option of this run: nothing of it is in the image.
 APT = ["apt-get", "-y", "-q", "--no-install-recommends",
        "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
-       "-o", "APT::Keep-Downloaded-Packages=true"]
+       "-o", "Dpkg::Options::=--force-unsafe-io", "-o", "APT::Keep-Downloaded-Packages=true"]
 
 # No binary package caches: each layer would copy up ~50 MB of them, and seal drops them anyway.
 # (As a file: apt ignores an empty value given with -o.)

@@ -17,7 +17,8 @@ def test_mmdebstrap_argv_uses_the_package_cache_and_every_suite(paths, tmp_path)
     argv = bootstrap_argv(inputs, h, tmp_path / "tree")
     assert argv[:2] == ["mmdebstrap", "--mode=root"]
     assert "--variant=minbase" in argv and "--architectures=amd64" in argv
-    assert f"--setup-hook=sync-in {h.apt_archives} /var/cache/apt/archives/" in argv
+    assert f'--setup-hook=mount -o bind {h.apt_archives} "$1"/var/cache/apt/archives' in argv
+    assert '--customize-hook=umount "$1"/var/cache/apt/archives' in argv      # before mmdebstrap cleans up
     i = argv.index("--")  # options end before the suite: a suite can never be an option
     assert argv[i + 1:] == ["trixie", str(tmp_path / "tree"), f"deb {MIRROR} trixie main",
                             f"deb {MIRROR} trixie-updates main", f"deb {SECURITY} trixie-security main"]
