@@ -262,13 +262,19 @@ def boot(plan: BuildPlan) -> list:
 
 # -- publish ----------------------------------------------------------------------------------
 
-def publish(plan: BuildPlan, force: bool = False):
-    """`doit publish recipe=X share=S`: the share from share= (DISTONET_SHARE) or the site file."""
+def publish_settings(plan: BuildPlan):
+    """The share and its settings: share= (DISTONET_SHARE), else the site file's publish:."""
     from . import publish as pub
     from .pipeline import load_site
     site = os.environ.get("DISTONET_SITE") or plan.recipe.site
-    s = pub.settings(load_site(site, plan.paths), os.environ.get("DISTONET_SHARE"),
-                     where=f"sites/{site}.yaml" if site else "the site file")
+    return pub.settings(load_site(site, plan.paths), os.environ.get("DISTONET_SHARE"),
+                        where=f"sites/{site}.yaml" if site else "the site file")
+
+
+def publish(plan: BuildPlan, force: bool = False):
+    """`doit publish recipe=X share=S`: the share from share= (DISTONET_SHARE) or the site file."""
+    from . import publish as pub
+    s = publish_settings(plan)
     return pub.publish(plan.out_dir, s.share, keep=s.keep, force=force or bool(os.environ.get("DISTONET_FORCE")),
                        sign_key=s.sign_key, gnupg_home=s.gnupg_home, ssh_options=s.ssh_options,
                        stages_dir=plan.paths.stages)

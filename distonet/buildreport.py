@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .manifest import Manifest
+from .report import _size          # the build summary's sizes, the same everywhere
 
 REPORT = "report.html"
 INDEX = "index.html"
@@ -112,7 +113,7 @@ def image_changelogs(layers: list[Path]):
         doc = f"usr/share/doc/{package}"
         d = find(doc)
         if d is not None and d.is_symlink():
-            target = Path(d.readlink() if hasattr(d, "readlink") else d.resolve())
+            target = d.readlink()
             doc = (target if target.is_absolute() else Path("/usr/share/doc") / target).as_posix().lstrip("/")
             if ".." in Path(doc).parts:
                 return None
@@ -144,11 +145,6 @@ def previous(manifests: list[Manifest], m: Manifest) -> Manifest | None:
     """The newest build published before `m` (by build time), to compare against."""
     older = [x for x in manifests if x.build_id != m.build_id and x.built_at < m.built_at]
     return max(older, key=lambda x: x.built_at) if older else None
-
-
-def _size(n: int) -> str:
-    from .report import _size as size
-    return size(n)
 
 
 def timings_svg(m: Manifest) -> str:

@@ -75,18 +75,11 @@ def _save(cache: Path, record: dict) -> None:
     write_atomic(f, json.dumps(record, indent=2))
 
 
-def settings_for(plan):
-    from . import publish as pub
-    from .pipeline import load_site
-    site = os.environ.get("DISTONET_SITE") or plan.recipe.site
-    return pub.settings(load_site(site, plan.paths), os.environ.get("DISTONET_SHARE"),
-                        where=f"sites/{site}.yaml" if site else "the site file")
-
-
 def check(plans) -> None:
     """Before anything runs: every recipe has a share to go to."""
+    from .actions import publish_settings
     for plan in plans:
-        settings_for(plan)
+        publish_settings(plan)
 
 
 def run_recipe(plan) -> dict:
@@ -99,7 +92,7 @@ def run_recipe(plan) -> dict:
     try:
         m = Manifest.load(plan.out_dir)
         record["build_id"] = m.build_id
-        s = settings_for(plan)
+        s = actions.publish_settings(plan)
         target = share_for(s.share, s.ssh_options)
         if m.build_id in {x.build_id for x in target.manifests(plan.name)}:
             record.update(boot="passed" if m.boots and all(b.reached for b in m.boots) else "-",

@@ -18,13 +18,12 @@ def _die_with_parent() -> None:
 
 
 def _call(i: int):
-    call = _CALLS[i]
-    return call() if callable(call) else call[0](*call[1:])
+    return _CALLS[i]()
 
 
 def side_by_side(*calls, jobs: int | None = None) -> list:
-    """Each call (a callable, or a tuple fn, *args) made, up to `jobs` (default: the cores) at
-    once; the results in the calls' order."""
+    """Each call (a callable without arguments: functools.partial) made, up to `jobs` (default:
+    the cores) at once; the results in the calls' order."""
     jobs = min(len(calls), jobs or os.cpu_count() or 1)
     _CALLS[:] = calls
     if jobs <= 1:

@@ -8,7 +8,6 @@ integration tests call it, and the netboot outputs extend it with their own driv
 from __future__ import annotations
 
 import functools
-
 import os
 import re
 import shutil

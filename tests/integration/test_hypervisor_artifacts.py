@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def test_a_tampered_ova_is_refused_by_its_consumers(vm, tmp_path):
 def test_the_ova_disk_and_the_xen_domain_boot_to_login(vm):
     from distonet.boot.parallel import side_by_side
     from distonet.boot.hypervisors import boot_ova, boot_xen
-    ova, xen = side_by_side((boot_ova, vm, artifact(vm, "ova")), (boot_xen, vm, artifact(vm, "xen")))
+    ova, xen = side_by_side(partial(boot_ova, vm, artifact(vm, "ova")), partial(boot_xen, vm, artifact(vm, "xen")))
     assert ova.reached, ova.console[-3000:]
     assert "ahci" in ova.console and "sda" in ova.console          # VirtualBox's SATA port
     assert xen.reached, xen.console[-3000:]
@@ -94,7 +95,7 @@ def test_the_live_iso_boots_to_login_with_bios_and_uefi(vm):
     from distonet.boot.hypervisors import boot_iso
     from distonet.boot.parallel import side_by_side
     iso = artifact(vm, "iso")
-    for r in side_by_side((boot_iso, vm, iso, "bios", "cdrom"), (boot_iso, vm, iso, "uefi", "cdrom")):
+    for r in side_by_side(partial(boot_iso, vm, iso, "bios", "cdrom"), partial(boot_iso, vm, iso, "uefi", "cdrom")):
         assert r.reached, r.console[-3000:]
         assert "distonet live: root = /live/root.squashfs from VM" in r.console
         assert "writable layer on tmpfs" in r.console and "FAILED" not in r.console
