@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__, log, outdir
 from .errors import BuildError
 from .host.apt import host_proxy
+from .host import scratch
 from .host.ledger import Ledger, recover
 from .host.namespace import enter_private_mounts
 from .host.run import check_tools, run
@@ -100,10 +101,8 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
                            partial=partial, host=host_facts(plan), store=store,
                            ledger=None, runner=runner)  # type: ignore[arg-type]
         try:
-            with log.step(f"{stage.name} [{stage.short}]") as timing, \
-                    Ledger(plan.paths.ledger, runner) as ledger:
-                ctx.ledger = ledger
-                extra = STAGES[stage.kind].make(ctx) or {}
+            with log.step(f"{stage.name} [{stage.short}]") as timing:
+                extra = _make(plan, stage, ctx, runner)
         except BaseException:
             store.abandon(partial)
             raise
@@ -113,6 +112,33 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         stamp = store.commit(stage.key, partial, stamp)
     stagecache.try_push(shared, stage.key, store.tree(stage.key), stamp, stage.name, runner)
     return stamp
+
+
+def _make(plan: BuildPlan, stage: Stage, ctx: StageContext, runner) -> dict:
+    """Make the stage in a tmpfs and copy it into ctx.partial, or on disk when memory is short;
+    a stage that outgrows its tmpfs is made again on disk."""
+    partial = ctx.partial
+    with Ledger(plan.paths.ledger, runner) as ledger:
+        ctx.ledger = ledger
+        where = scratch.mount(ledger, plan.paths.work, stage.key)
+        if where is not None:
+            ctx.partial, mark = where, ledger.mark()
+            try:
+                extra = STAGES[stage.kind].make(ctx) or {}
+            except Exception:
+                if not scratch.full(where):
+                    raise
+                log.always(f"  {stage.name} outgrew the memory it may use: making it again on disk")
+            else:
+                ledger.undo_to(mark)           # the stage's own mounts, before its tree is read
+                scratch.keep(where, partial, runner)
+                return extra
+            finally:
+                ctx.partial = partial
+            ledger.close()
+            for child in partial.iterdir():
+                remove_tree(child)
+        return STAGES[stage.kind].make(ctx) or {}
 
 
 # -- outputs ---------------------------------------------------------------------------------

@@ -27,12 +27,30 @@ BUILD_APT_CONF = 'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'
 
 KERNEL_LAYER = "kernel"
 
+# The kernel's postinst hook makes an initrd, then initramfs-tools' trigger makes it again (each
+# run a full module copy and compression). INITRD=No skips the hook (and the /initrd.img links),
+# the trigger finds no initrd to update, and the layer then does once what the hook would have:
+# the initrd, and the links linux-update-symlinks makes when the initrd exists.
+ONE_INITRD = {"INITRD": "No"}
+MAKE_INITRD = ("set -e; update-initramfs -c -k all; "
+               'for v in $(linux-version list); do linux-update-symlinks install "$v" "/boot/vmlinuz-$v"; done')
+
 
 def apt_install_argv(packages: list[str], proxy: str | None, recommends: bool = False) -> list[str]:
     # The proxy is a command-line option: it reaches this apt run and never a file in the image.
     opts = ["-o", f"Acquire::http::Proxy={proxy}"] if proxy else []
     apt = [a if a != "--no-install-recommends" or not recommends else "--install-recommends" for a in APT]
     return [*apt, *opts, "install", "--", *packages]
+
+
+def install_commands(stage: str, packages: list[str], proxy: str | None,
+                     recommends: bool) -> list[tuple[list[str], dict | None]]:
+    """(argv, environment) run in the chroot to install a layer: apt-get, and for the kernel
+    layer with initramfs-tools the one initrd made after it."""
+    install = apt_install_argv(packages, proxy, recommends)
+    if stage != f"packages.{KERNEL_LAYER}" or "initramfs-tools" not in map(bare_name, packages):
+        return [(install, None)]
+    return [(install, ONE_INITRD), (["sh", "-c", MAKE_INITRD], None)]
 
 
 def apt_purge_argv(packages: list[str]) -> list[str]:
@@ -83,8 +101,8 @@ class Packages(StageKind):
             with chroot_session(ctx.ledger, merged, ctx.host.apt_archives):
                 if recommends == "direct":
                     added = direct_recommends(ctx, merged, packages)
-                ctx.runner(chroot_argv(merged, apt_install_argv(packages + added, ctx.host.proxy,
-                                                                recommends is True)))
+                for argv, env in install_commands(ctx.name, packages + added, ctx.host.proxy, recommends is True):
+                    ctx.runner(chroot_argv(merged, argv, env=env))
         finally:
             conf.unlink(missing_ok=True)
         return {"packages": packages, **({"recommended": added} if added else {})}

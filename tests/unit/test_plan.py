@@ -225,3 +225,17 @@ def test_local_debs_are_installed_from_the_sessions_run(paths, tmp_path, monkeyp
     (argv,) = runner.calls
     assert argv[-2:] == ("--", "/run/distonet-debs/hello_1.0_all.deb")
     assert (tree / "run/distonet-debs" / deb.name).read_bytes() == b"not really a deb"
+
+
+def test_the_kernel_layer_makes_its_initrd_once():
+    """The kernel's hook (INITRD=No) and the trigger (no initrd yet) make none; the layer makes
+    it once after apt, with the /initrd.img links the hook would have made."""
+    from distonet.stages.packages import install_commands
+    cmds = install_commands("packages.kernel", ["linux-image-amd64", "initramfs-tools"], None, False)
+    assert [env for _, env in cmds] == [{"INITRD": "No"}, None]
+    assert cmds[0][0][-3:] == ["--", "linux-image-amd64", "initramfs-tools"]
+    script = cmds[1][0][2]
+    assert "update-initramfs -c -k all" in script and "linux-update-symlinks install" in script
+    # another layer, or a kernel layer with another initrd tool, installs as apt would alone
+    assert [env for _, env in install_commands("packages.base", ["initramfs-tools"], None, False)] == [None]
+    assert len(install_commands("packages.kernel", ["linux-image-amd64", "dracut"], None, False)) == 1

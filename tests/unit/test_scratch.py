@@ -1,0 +1,111 @@
+"""A stage is made in a tmpfs and copied into the store whole (real mounts, real cp); one that
+outgrows the tmpfs is made again on disk; DISTONET_SCRATCH=disk makes it on disk at once."""
+
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from distonet import actions
+from distonet.errors import BuildError
+from distonet.host import scratch
+from distonet.host.ledger import mount_points
+from distonet.host.run import run
+
+TMPFS_MAGIC = 0x01021994
+
+
+def fs_type(path: Path) -> int:
+    import ctypes
+
+    class StatFs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 120)]
+    buf = StatFs()
+    assert ctypes.CDLL(None, use_errno=True).statfs(str(path).encode(), ctypes.byref(buf)) == 0
+    return buf.f_type
+
+
+class Fake:
+    """A stage kind whose make writes what a layer holds: hard links, a symlink, an overlayfs
+    whiteout and an opaque directory (xattr), and records where it wrote."""
+    calls: list = []
+    fail_with = None
+    big = 0
+
+    @classmethod
+    def make(cls, ctx):
+        cls.calls.append((ctx.partial, fs_type(ctx.partial)))
+        tree = ctx.partial / "tree"
+        tree.mkdir()
+        (tree / "etc").mkdir()
+        (tree / "etc/motd").write_text("hello\n")
+        os.chmod(tree / "etc/motd", 0o640)
+        os.link(tree / "etc/motd", tree / "etc/motd.link")
+        (tree / "etc/issue").symlink_to("motd")
+        os.mknod(tree / "gone", stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        (tree / "opaque").mkdir()
+        os.setxattr(tree / "opaque", "trusted.overlay.opaque", b"y")
+        (ctx.partial / "work").mkdir()
+        if cls.big:
+            (tree / "big").write_bytes(b"x" * cls.big)
+        if cls.fail_with:
+            raise cls.fail_with
+        return {"made": True}
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    monkeypatch.setitem(actions.STAGES, "fake", Fake)
+    Fake.calls, Fake.fail_with, Fake.big = [], None, 0
+    paths = SimpleNamespace(ledger=tmp_path / "ledger", work=tmp_path / "work")
+    plan = SimpleNamespace(paths=paths)
+    stage = SimpleNamespace(key="f" * 64, kind="fake", name="fake")
+    partial = tmp_path / "store" / "partial"
+    partial.mkdir(parents=True)
+    ctx = SimpleNamespace(partial=partial, ledger=None)
+    yield plan, stage, ctx, partial, tmp_path
+    assert not [m for m in mount_points() if m.startswith(str(tmp_path))]
+    assert not list((tmp_path / "work").glob("scratch-*"))
+
+
+def test_a_stage_is_made_in_memory_and_copied_whole(setup):
+    plan, stage, ctx, partial, _ = setup
+    assert actions._make(plan, stage, ctx, run) == {"made": True}
+    assert len(Fake.calls) == 1 and Fake.calls[0][1] == TMPFS_MAGIC and ctx.partial == partial
+    tree = partial / "tree"
+    assert (tree / "etc/motd").read_text() == "hello\n"
+    assert stat.S_IMODE((tree / "etc/motd").stat().st_mode) == 0o640
+    assert (tree / "etc/motd").stat().st_ino == (tree / "etc/motd.link").stat().st_ino
+    assert os.readlink(tree / "etc/issue") == "motd"
+    gone = (tree / "gone").lstat()
+    assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == os.makedev(0, 0)
+    assert os.getxattr(tree / "opaque", "trusted.overlay.opaque") == b"y"
+    assert not (partial / "work").exists()      # overlayfs' work dir is not content
+
+
+def test_a_stage_that_outgrows_its_tmpfs_is_made_again_on_disk(setup, monkeypatch):
+    plan, stage, ctx, partial, _ = setup
+    monkeypatch.setattr(scratch, "MIN_BYTES", 1 << 20)
+    monkeypatch.setattr(scratch, "available_bytes", lambda: 4 << 20)   # a 2 MiB tmpfs
+    Fake.big = 3 << 20
+    assert actions._make(plan, stage, ctx, run) == {"made": True}
+    assert [c[1] for c in Fake.calls] == [TMPFS_MAGIC, fs_type(partial)] and Fake.calls[1][0] == partial
+    assert (partial / "tree/big").stat().st_size == 3 << 20
+
+
+def test_a_failure_with_room_left_is_not_made_again(setup):
+    plan, stage, ctx, partial, _ = setup
+    Fake.fail_with = BuildError("apt failed")
+    with pytest.raises(BuildError, match="apt failed"):
+        actions._make(plan, stage, ctx, run)
+    assert len(Fake.calls) == 1
+
+
+def test_DISTONET_SCRATCH_disk_makes_the_stage_on_disk(setup, monkeypatch):
+    plan, stage, ctx, partial, _ = setup
+    monkeypatch.setenv("DISTONET_SCRATCH", "disk")
+    actions._make(plan, stage, ctx, run)
+    assert Fake.calls == [(partial, fs_type(partial))] and fs_type(partial) != TMPFS_MAGIC
+    assert (partial / "tree/etc/motd").is_file()
