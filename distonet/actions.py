@@ -3,6 +3,7 @@ Each reads the plan; none decides order (the plan's order, doit's graph)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -24,7 +25,7 @@ from .plan import BuildPlan, Stage
 from .secrets import redact
 from .stages import REGISTRY as STAGES
 from .stages.base import HostFacts, StageContext
-from .store import StageStore, remove_tree
+from .store import StageStore, finish_copies, remove_tree
 
 BASE_TOOLS = ("mount", "umount", "chroot")
 
@@ -87,7 +88,12 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         _run_stage(plan, store, stage.parent, runner)
     from . import stagecache
     shared = stagecache.configured()
-    with store.building(stage.key, stage.name):
+
+    def push(stamp: dict) -> None:
+        stagecache.try_push(shared, stage.key, store.tree(stage.key), stamp, stage.name, runner)
+
+    with contextlib.ExitStack() as held:
+        held.enter_context(store.building(stage.key, stage.name))
         # Another build (a recipe sharing this stage) may have made it while we waited.
         if store.done(stage.key):
             return store.read_stamp(stage.key)
@@ -100,45 +106,61 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
                            parents=tuple(s.key for s in stage.parent.ancestry()) if stage.parent else (),
                            partial=partial, host=host_facts(plan), store=store,
                            ledger=None, runner=runner)  # type: ignore[arg-type]
+        holder = Ledger(plan.paths.ledger, runner)   # the tmpfs; not entered: it may outlive this call
+        held.callback(holder.close)
         try:
             with log.step(f"{stage.name} [{stage.short}]") as timing:
-                extra = _make(plan, stage, ctx, runner)
+                extra, where = _make(plan, stage, ctx, holder, runner)
+                if where is not None:
+                    finish_copies()                  # the layers below first
+                    if not _copy_behind():
+                        scratch.keep(where, partial, runner)
         except BaseException:
             store.abandon(partial)
             raise
         stamp = {"stage": stage.name, "kind": stage.kind, "key": stage.key, "recipe": plan.name,
                  "started": started, "seconds": timing["seconds"], "inputs": redact(dict(stage.inputs)),
                  "mirror": plan.facts.mirror, **extra}
+        if where is not None and _copy_behind():
+            copy = holder.spawn(scratch.keep_argv(where, partial))
+            return store.commit_later(stage.key, where / "tree", partial, stamp, copy, held.pop_all(), push)
         stamp = store.commit(stage.key, partial, stamp)
-    stagecache.try_push(shared, stage.key, store.tree(stage.key), stamp, stage.name, runner)
+    push(stamp)
     return stamp
 
 
-def _make(plan: BuildPlan, stage: Stage, ctx: StageContext, runner) -> dict:
-    """Make the stage in a tmpfs and copy it into ctx.partial, or on disk when memory is short;
-    a stage that outgrows its tmpfs is made again on disk."""
+def _copy_behind() -> bool:
+    """Copy a finished stage into the store while the next one is made (wall time: the copy is
+    file-by-file metadata work on the store's disk). Only in doit's own process: a `-P process`
+    worker may end without running our exit code, so there the copy is waited for."""
+    import multiprocessing
+    return multiprocessing.parent_process() is None
+
+
+def _make(plan: BuildPlan, stage: Stage, ctx: StageContext, holder: Ledger, runner) -> tuple[dict, Path | None]:
+    """Make the stage in a tmpfs (mounted in `holder`) and return (stamp fields, the tmpfs), or
+    on disk in ctx.partial (the tmpfs None) when memory is short; a stage that outgrows its
+    tmpfs is made again on disk."""
     partial = ctx.partial
+    where = scratch.mount(holder, plan.paths.work, stage.key)
+    if where is not None:
+        ctx.partial = where
+        try:
+            with Ledger(plan.paths.ledger, runner) as ledger:
+                ctx.ledger = ledger
+                return STAGES[stage.kind].make(ctx) or {}, where
+        except Exception:
+            if not scratch.full(where):
+                raise
+            log.always(f"  {stage.name} outgrew the memory it may use: making it again on disk")
+        finally:
+            ctx.partial = partial
+        holder.close()
+        for child in partial.iterdir():
+            remove_tree(child)
     with Ledger(plan.paths.ledger, runner) as ledger:
         ctx.ledger = ledger
-        where = scratch.mount(ledger, plan.paths.work, stage.key)
-        if where is not None:
-            ctx.partial, mark = where, ledger.mark()
-            try:
-                extra = STAGES[stage.kind].make(ctx) or {}
-            except Exception:
-                if not scratch.full(where):
-                    raise
-                log.always(f"  {stage.name} outgrew the memory it may use: making it again on disk")
-            else:
-                ledger.undo_to(mark)           # the stage's own mounts, before its tree is read
-                scratch.keep(where, partial, runner)
-                return extra
-            finally:
-                ctx.partial = partial
-            ledger.close()
-            for child in partial.iterdir():
-                remove_tree(child)
-        return STAGES[stage.kind].make(ctx) or {}
+        return STAGES[stage.kind].make(ctx) or {}, None
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -198,6 +220,7 @@ def manifest_current(plan: BuildPlan) -> bool:
 
 def commit(plan: BuildPlan) -> Path:
     """Carry unchanged outputs over, write manifest and SHA256SUMS, swap the set in."""
+    finish_copies()   # the build is done when its stages are in the store too
     current, nxt = plan.out_dir, outdir.staging(plan.out_dir)
     with outdir.locked(current):
         if manifest_current(plan):

@@ -14,6 +14,7 @@ builders using different mirrors of one archive state compute the same keys.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -21,7 +22,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+import subprocess
+from typing import Callable, Iterable, Iterator, Sequence
 
 from .errors import BuildError
 from .fsutil import syncfs, write_atomic
@@ -32,6 +34,23 @@ KEY_CHARS = 32
 
 # Open lock files this process holds for its lifetime, by path (children forked by doit -n share them).
 _held: dict[str, int] = {}
+
+
+@dataclass
+class InFlight:
+    """A finished stage being copied from its tmpfs into the store while the build goes on:
+    until it is committed, this process reads the tree from the tmpfs and the stamp from here."""
+    key: str
+    tree: Path                     # the tree in the tmpfs
+    partial: Path                  # where the copy goes
+    stamp: dict
+    copy: "subprocess.Popen"
+    resources: contextlib.ExitStack   # the tmpfs (its ledger) and the stage's build lock
+    after: "Callable[[dict], None]"   # once committed (the push to a shared stage cache)
+
+
+# By stage directory: copies this process started and has not committed yet.
+_in_flight: dict[str, InFlight] = {}
 
 
 def short(key: str) -> str:
@@ -83,15 +102,18 @@ class StageStore:
         return self.root / dir_name(key)
 
     def tree(self, key: str) -> Path:
-        return self.dir(key) / "tree"
+        flying = _in_flight.get(str(self.dir(key)))
+        return flying.tree if flying else self.dir(key) / "tree"
 
     def stamp_path(self, key: str) -> Path:
         return self.dir(key) / "stamp.json"
 
     def done(self, key: str) -> bool:
-        return self.stamp_path(key).is_file()
+        return str(self.dir(key)) in _in_flight or self.stamp_path(key).is_file()
 
     def read_stamp(self, key: str) -> dict:
+        if str(self.dir(key)) in _in_flight:
+            return _in_flight[str(self.dir(key))].stamp
         try:
             return json.loads(self.stamp_path(key).read_text())
         except (OSError, ValueError) as exc:
@@ -141,6 +163,12 @@ class StageStore:
         remove_tree(final)  # a snapshot without a stamp is incomplete
         os.replace(partial, final)
         write_atomic(self.stamp_path(key), json.dumps(stamp, indent=2))
+        return stamp
+
+    def commit_later(self, key: str, tree: Path, partial: Path, stamp: dict, copy: subprocess.Popen,
+                     resources: contextlib.ExitStack, after: Callable[[dict], None]) -> dict:
+        """Commit `key` once `copy` (tree → partial) ends: see finish_copies."""
+        _in_flight[str(self.dir(key))] = InFlight(key, tree, partial, stamp, copy, resources, after)
         return stamp
 
     def clear_dead_partials(self) -> list[Path]:
@@ -218,3 +246,45 @@ class StageStore:
                     got = self._remove_unused(entry, dir_name(key), dry_run)
                     (removed.append(got) if got else busy.append(entry))
         return removed, busy
+
+
+def finish_copies() -> None:
+    """Wait for this process's stage copies, oldest first, and commit each; then release its
+    tmpfs and build lock. A copy that failed leaves no snapshot (the next build remakes it)."""
+    errors = []
+    while _in_flight:
+        path = next(iter(_in_flight))
+        f = _in_flight[path]
+        ok = False
+        try:
+            code = f.copy.wait()
+            if code != 0:
+                shutil.rmtree(f.partial, ignore_errors=True)
+                raise BuildError(f"copying stage {short(f.key)} into {path} failed (cp exit {code})",
+                                 hint="see the build log; check the free space of the stage cache")
+            StageStore(Path(path).parent).commit(f.key, f.partial, f.stamp)
+            ok = True
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            del _in_flight[path]
+            try:
+                f.resources.close()
+            except Exception as exc:
+                errors.append(exc)
+        if ok:
+            f.after(f.stamp)
+    if errors:
+        raise errors[0]
+
+
+def _finish_at_exit() -> None:
+    # A caller that made stages without committing the build (a test, a script) still gets them.
+    try:
+        finish_copies()
+    except Exception as exc:
+        import sys
+        print(f"distonet: {exc}", file=sys.stderr)
+
+
+atexit.register(_finish_at_exit)

@@ -56,6 +56,11 @@ class Reporter(ConsoleReporter):
         self.failures.append({"task": task, "exception": fail})
 
     def complete_run(self):
+        from .store import finish_copies
+        try:
+            finish_copies()   # stages still being copied into the store when a step failed
+        except DistonetError as exc:
+            self.runtime_errors.append(str(exc))
         failed = {f["task"].name.split(":", 1)[-1] for f in self.failures}
         for plan, since in LOADED:
             bad = plan.name in failed

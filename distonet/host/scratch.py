@@ -51,7 +51,11 @@ def full(where: Path) -> bool:
     return st.f_blocks > 0 and 1 - st.f_bavail / st.f_blocks >= FULL
 
 
-def keep(where: Path, partial: Path, runner: Runner) -> None:
+def keep_argv(where: Path, partial: Path) -> list[str]:
     """Copy the finished tree from the tmpfs into the store's partial directory (on disk).
     Overlayfs' work directory is not content and stays behind."""
-    runner(["cp", "-a", "--", str(where / "tree"), str(partial) + "/"])
+    return ["cp", "-a", "--", str(where / "tree"), str(partial) + "/"]
+
+
+def keep(where: Path, partial: Path, runner: Runner) -> None:
+    runner(keep_argv(where, partial))

@@ -1,6 +1,8 @@
-"""A stage is made in a tmpfs and copied into the store whole (real mounts, real cp); one that
-outgrows the tmpfs is made again on disk; DISTONET_SCRATCH=disk makes it on disk at once."""
+"""A stage is made in a tmpfs and copied into the store whole (real mounts, real cp), while the
+build goes on; one that outgrows the tmpfs is made again on disk; DISTONET_SCRATCH=disk makes it
+on disk at once."""
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -11,8 +13,9 @@ import pytest
 from distonet import actions
 from distonet.errors import BuildError
 from distonet.host import scratch
-from distonet.host.ledger import mount_points
+from distonet.host.ledger import Ledger, mount_points
 from distonet.host.run import run
+from distonet.store import StageStore, finish_copies
 
 TMPFS_MAGIC = 0x01021994
 
@@ -70,10 +73,23 @@ def setup(tmp_path, monkeypatch):
     assert not list((tmp_path / "work").glob("scratch-*"))
 
 
+def make(setup, holder=None):
+    plan, stage, ctx, partial, tmp = setup
+    holder = holder or Ledger(tmp / "ledger", run)
+    try:
+        extra, where = actions._make(plan, stage, ctx, holder, run)
+        if where is not None:
+            scratch.keep(where, partial, run)
+        return extra, where
+    finally:
+        holder.close()
+
+
 def test_a_stage_is_made_in_memory_and_copied_whole(setup):
     plan, stage, ctx, partial, _ = setup
-    assert actions._make(plan, stage, ctx, run) == {"made": True}
-    assert len(Fake.calls) == 1 and Fake.calls[0][1] == TMPFS_MAGIC and ctx.partial == partial
+    extra, where = make(setup)
+    assert extra == {"made": True} and where is not None
+    assert len(Fake.calls) == 1 and Fake.calls[0] == (where, TMPFS_MAGIC) and ctx.partial == partial
     tree = partial / "tree"
     assert (tree / "etc/motd").read_text() == "hello\n"
     assert stat.S_IMODE((tree / "etc/motd").stat().st_mode) == 0o640
@@ -90,22 +106,57 @@ def test_a_stage_that_outgrows_its_tmpfs_is_made_again_on_disk(setup, monkeypatc
     monkeypatch.setattr(scratch, "MIN_BYTES", 1 << 20)
     monkeypatch.setattr(scratch, "available_bytes", lambda: 4 << 20)   # a 2 MiB tmpfs
     Fake.big = 3 << 20
-    assert actions._make(plan, stage, ctx, run) == {"made": True}
+    assert make(setup) == ({"made": True}, None)
     assert [c[1] for c in Fake.calls] == [TMPFS_MAGIC, fs_type(partial)] and Fake.calls[1][0] == partial
     assert (partial / "tree/big").stat().st_size == 3 << 20
 
 
 def test_a_failure_with_room_left_is_not_made_again(setup):
-    plan, stage, ctx, partial, _ = setup
     Fake.fail_with = BuildError("apt failed")
     with pytest.raises(BuildError, match="apt failed"):
-        actions._make(plan, stage, ctx, run)
+        make(setup)
     assert len(Fake.calls) == 1
 
 
 def test_DISTONET_SCRATCH_disk_makes_the_stage_on_disk(setup, monkeypatch):
     plan, stage, ctx, partial, _ = setup
     monkeypatch.setenv("DISTONET_SCRATCH", "disk")
-    actions._make(plan, stage, ctx, run)
+    assert make(setup) == ({"made": True}, None)
     assert Fake.calls == [(partial, fs_type(partial))] and fs_type(partial) != TMPFS_MAGIC
     assert (partial / "tree/etc/motd").is_file()
+
+
+def copy_behind(setup, argv=None):
+    """What _run_stage does with a stage made in memory: the copy runs while the build goes on."""
+    plan, stage, ctx, _, tmp = setup
+    store = StageStore(tmp / "stages")
+    ctx.partial = partial = store.begin(stage.key)
+    holder = Ledger(tmp / "ledger", run)
+    extra, where = actions._make(plan, stage, ctx, holder, run)
+    held = contextlib.ExitStack()
+    held.callback(holder.close)
+    copy = holder.spawn(argv or scratch.keep_argv(where, partial))
+    pushed = []
+    store.commit_later(stage.key, where / "tree", partial, {"key": stage.key, **extra}, copy, held, pushed.append)
+    return store, where, pushed
+
+
+def test_a_stage_copied_behind_is_read_from_memory_then_committed(setup):
+    _, stage, _, _, _ = setup
+    store, where, pushed = copy_behind(setup)
+    assert store.done(stage.key) and store.tree(stage.key) == where / "tree"
+    assert store.read_stamp(stage.key) == {"key": stage.key, "made": True}
+    finish_copies()
+    assert store.stamp_path(stage.key).is_file() and store.tree(stage.key) == store.dir(stage.key) / "tree"
+    assert (store.tree(stage.key) / "etc/motd").read_text() == "hello\n"
+    assert str(where) not in mount_points() and not where.exists()
+    assert pushed == [{"key": stage.key, "made": True}]
+
+
+def test_a_failed_copy_leaves_no_snapshot(setup):
+    _, stage, _, _, _ = setup
+    store, where, pushed = copy_behind(setup, ["false"])
+    with pytest.raises(BuildError, match="copying stage"):
+        finish_copies()
+    assert not store.done(stage.key) and not store.dir(stage.key).exists() and pushed == []
+    assert str(where) not in mount_points()
