@@ -3,22 +3,26 @@ Each reads the plan; none decides order (the plan's order, doit's graph)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
 import shutil
 import subprocess
+import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, log, outdir
-from .errors import BuildError
+from .errors import BuildError, DistonetError
 from .host.apt import host_proxy
 from .host import scratch
 from .host.ledger import Ledger, recover
 from .host.namespace import enter_private_mounts
 from .host.run import check_tools, run
-from .manifest import Artifact, BootRecord, Manifest
+from .manifest import Artifact, BootRecord, Manifest, hashes_later, with_hashes
 from .outputs import REGISTRY as OUTPUTS
 from .outputs.base import OutputContext
 from .plan import BuildPlan, Stage
@@ -113,7 +117,7 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
                 extra, where = _make(plan, stage, ctx, holder, runner)
                 if where is not None:
                     finish_copies()                  # the layers below first
-                    if not _copy_behind():
+                    if not _in_doit_process():
                         scratch.keep(where, partial, runner)
         except BaseException:
             store.abandon(partial)
@@ -121,7 +125,7 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         stamp = {"stage": stage.name, "kind": stage.kind, "key": stage.key, "recipe": plan.name,
                  "started": started, "seconds": timing["seconds"], "inputs": redact(dict(stage.inputs)),
                  "mirror": plan.facts.mirror, **extra}
-        if where is not None and _copy_behind():
+        if where is not None and _in_doit_process():
             copy = holder.spawn(scratch.keep_argv(where, partial))
             return store.commit_later(stage.key, where / "tree", partial, stamp, copy, held.pop_all(), push)
         stamp = store.commit(stage.key, partial, stamp)
@@ -129,10 +133,10 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
     return stamp
 
 
-def _copy_behind() -> bool:
-    """Copy a finished stage into the store while the next one is made (wall time: the copy is
-    file-by-file metadata work on the store's disk). Only in doit's own process: a `-P process`
-    worker may end without running our exit code, so there the copy is waited for."""
+def _in_doit_process() -> bool:
+    """Whether work may be left running behind a step (a stage's copy into the store, artifact
+    hashes): only in doit's own process. A `-P process` worker may end without running our exit
+    code, and the next step may run in another worker, so there each step finishes its own."""
     import multiprocessing
     return multiprocessing.parent_process() is None
 
@@ -165,43 +169,123 @@ def _make(plan: BuildPlan, stage: Stage, ctx: StageContext, holder: Ledger, runn
 
 # -- outputs ---------------------------------------------------------------------------------
 
+@dataclass
+class _Hashing:
+    """An output made, its artifacts being hashed in a thread while the build goes on; its state
+    (what says it is built) is written, and its locks released, when the hashes are in."""
+    future: Future
+    directory: Path
+    name: str
+    key: str
+    started: float
+    seconds: float
+    arts: list[Artifact]
+    locks: contextlib.ExitStack
+
+
+_hashing: dict[tuple[str, str], _Hashing] = {}
+_hasher: ThreadPoolExecutor | None = None
+
+
+def _in_hashing(plan: BuildPlan, name: str) -> _Hashing | None:
+    h = _hashing.get((str(outdir.staging(plan.out_dir)), name))
+    return h if h is not None and h.key == plan.output(name).key else None
+
+
+def _made(plan: BuildPlan, name: str) -> tuple[Path, list[Artifact]] | None:
+    """Where the output made for its current key is, and its artifacts; None if not made."""
+    h = _in_hashing(plan, name)
+    if h is not None:
+        return h.directory, h.arts
+    where = outdir.find(plan.out_dir, name, plan.output(name).key)
+    return (where, outdir.artifacts(where, name)) if where is not None else None
+
+
 def output_current(plan: BuildPlan, name: str) -> bool:
-    return outdir.find(plan.out_dir, name, plan.output(name).key) is not None
+    return _made(plan, name) is not None
+
+
+def finish_hashes() -> None:
+    """Wait for the artifacts hashed behind the build and write their outputs' states."""
+    errors = []
+    while _hashing:
+        h = _hashing.pop(next(iter(_hashing)))
+        try:
+            outdir.write_state(h.directory, h.name, h.key, h.started, h.seconds, h.future.result())
+        except OSError as exc:
+            errors.append(BuildError(f"output {h.name}: cannot hash its artifacts: {exc}",
+                                     hint="check the output directory's disk; the next build remakes it"))
+        finally:
+            h.locks.close()
+    if errors:
+        raise errors[0]
+
+
+def finish_behind() -> None:
+    """Everything this process left running behind the build: artifact hashes, stage copies."""
+    try:
+        finish_hashes()
+    finally:
+        finish_copies()
+
+
+def _finish_hashes_at_exit() -> None:
+    try:
+        finish_hashes()
+    except DistonetError as exc:
+        print(f"distonet: {exc}", file=sys.stderr)
+
+
+atexit.register(_finish_hashes_at_exit)
 
 
 def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
+    global _hasher
     step = plan.output(name)
     cls = OUTPUTS[name]
     store = _prepare(plan)
     current = plan.out_dir
     nxt = outdir.staging(current)
-    with outdir.locked(current, shared=True), outdir.locked(current, name):
-        if output_current(plan, name):  # made by another build while we waited
-            return outdir.artifacts(outdir.find(current, name, step.key), name)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(outdir.locked(current, shared=True))
+        locks.enter_context(outdir.locked(current, name))
+        made = _made(plan, name)
+        if made is not None:  # made by another build while we waited
+            return made[1]
         inputs = {}
         for need in step.needs:
-            where = outdir.find(current, need, plan.output(need).key)
-            if where is None:
+            made = _made(plan, need)
+            if made is None:
                 raise BuildError(f"{plan.name}: output {name} needs {need}, which is not built",
                                  hint=f"build the whole recipe: distonet build {plan.name}")
-            inputs[need] = [a.at(where) for a in outdir.artifacts(where, need)]
+            inputs[need] = [a.at(made[0]) for a in made[1]]
         nxt.mkdir(parents=True, exist_ok=True)
         work = plan.paths.work / f"{name}-{plan.name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         started = time.time()
+        behind = _in_doit_process()
         try:
-            with log.step(f"{name} [{step.short}]") as timing, Ledger(plan.paths.ledger, runner) as ledger:
+            with log.step(f"{name} [{step.short}]") as timing, Ledger(plan.paths.ledger, runner) as ledger, \
+                    hashes_later(behind) as unhashed:
                 tree = None
                 if cls.needs_tree:
                     merged = plan.paths.work / f"out-{name}-{os.getpid()}"
                     tree = store.mount(ledger, [s.key for s in plan.sealed.ancestry()], merged)
                 reads = {r: getattr(plan.recipe, r) for r in cls.reads}
                 ctx = OutputContext(options=step.options, reads=reads, build=plan.build, inputs=inputs,
-                                    out=nxt, work=work, tree=tree, ledger=ledger, runner=runner)
+                                    out=nxt, work=work, tree=tree, ledger=ledger, runner=runner,
+                                    cache=plan.paths.cache)
                 arts = cls.make(ctx)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        if unhashed:
+            # sha256 of a GB image is about a second of CPU: a thread does it while the next
+            # output runs (hashlib releases the GIL), the state waits for it.
+            _hasher = _hasher or ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
+            _hashing[(str(nxt), name)] = _Hashing(_hasher.submit(with_hashes, arts, list(unhashed)), nxt, name,
+                                                  step.key, started, timing["seconds"], arts, locks.pop_all())
+            return arts
         outdir.write_state(nxt, name, step.key, started, timing["seconds"], arts)
         return arts
 
@@ -220,7 +304,7 @@ def manifest_current(plan: BuildPlan) -> bool:
 
 def commit(plan: BuildPlan) -> Path:
     """Carry unchanged outputs over, write manifest and SHA256SUMS, swap the set in."""
-    finish_copies()   # the build is done when its stages are in the store too
+    finish_behind()   # the artifacts hashed, the stages in the store: then the build is done
     current, nxt = plan.out_dir, outdir.staging(plan.out_dir)
     with outdir.locked(current):
         if manifest_current(plan):

@@ -67,13 +67,50 @@ def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
 
 
 def sha256_file(path: Path, bufsize: int = 4 << 20, progress=None) -> str:
-    """Streaming sha256; `progress(done_bytes)` is called after each chunk when given."""
+    """Streaming sha256; `progress(done_bytes)` is called after each chunk when given. The holes
+    of a sparse file (half of an image) are hashed as the zeros they read as, without reading."""
     digest, done = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(bufsize):
-            digest.update(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done)
+    zeros = memoryview(bytes(bufsize))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        while done < size:
+            try:
+                data = os.lseek(fd, done, os.SEEK_DATA)
+            except OSError:          # no data after `done` (ENXIO), or no SEEK_DATA here
+                data = size if _has_seek_data(fd) else done
+            end = size if data >= size else _hole_after(fd, data)
+            while done < data:
+                n = min(data - done, bufsize)
+                digest.update(zeros[:n])
+                done += n
+                if progress:
+                    progress(done)
+            while done < end:
+                chunk = os.pread(fd, min(bufsize, end - done), done)
+                if not chunk:        # the file shrank while we read it
+                    return digest.hexdigest()
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done)
+    finally:
+        os.close(fd)
     return digest.hexdigest()
+
+
+def _has_seek_data(fd: int) -> bool:
+    try:
+        os.lseek(fd, 0, os.SEEK_DATA)
+        return True
+    except OSError as exc:
+        import errno
+        return exc.errno == errno.ENXIO   # an empty or all-hole file
+
+
+def _hole_after(fd: int, pos: int) -> int:
+    try:
+        return os.lseek(fd, pos, os.SEEK_HOLE)
+    except OSError:
+        return os.fstat(fd).st_size
 

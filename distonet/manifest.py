@@ -7,11 +7,12 @@ never describes files that are not there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import log
 from .errors import BuildError
@@ -35,6 +36,10 @@ class Artifact:
     @classmethod
     def of(cls, kind: str, file: Path, base: Path, **extra) -> "Artifact":
         size = file.stat().st_size
+        if _unhashed is not None:       # hashes_later(): the caller hashes it
+            art = cls(kind, os.path.relpath(file, base), size, "", **extra)
+            _unhashed.append((art, Path(file)))
+            return art
         if size > 256 << 20:
             log.info(f"hashing {file.name} ({size >> 20} MiB)")
         return cls(kind, os.path.relpath(file, base), size, sha256_file(file), **extra)
@@ -47,6 +52,30 @@ class Artifact:
     def at(self, base: Path) -> "Artifact":
         """The same artifact with its path made absolute under `base`."""
         return Artifact(**{**asdict(self), "path": str(Path(base) / self.path)})
+
+
+_unhashed: list[tuple[Artifact, Path]] | None = None
+
+
+@contextlib.contextmanager
+def hashes_later(later: bool = True) -> Iterator[list[tuple[Artifact, Path]]]:
+    """Inside, Artifact.of leaves sha256 empty and notes (artifact, file) in the list yielded:
+    the caller hashes them while the build goes on (see with_hashes). With `later` False, a no-op."""
+    global _unhashed
+    if not later:
+        yield []
+        return
+    outer, _unhashed = _unhashed, []
+    try:
+        yield _unhashed
+    finally:
+        _unhashed = outer
+
+
+def with_hashes(arts: list[Artifact], unhashed: list[tuple[Artifact, Path]]) -> list[Artifact]:
+    """`arts` with the sha256 of each artifact hashes_later noted (the files read here)."""
+    digests = {id(a): sha256_file(f) for a, f in unhashed}
+    return [replace(a, sha256=digests[id(a)]) if id(a) in digests else a for a in arts]
 
 
 @dataclass(frozen=True)

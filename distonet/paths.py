@@ -31,10 +31,11 @@ class Paths:
     @classmethod
     def default(cls, root: Path = PROJECT_ROOT) -> "Paths":
         # Environment overrides let tests and CI point outputs elsewhere while sharing the cache.
-        search = _search_path(root)
+        # Made absolute: tools run in the tree (chpasswd --root) refuse a relative path.
+        search = tuple(p.absolute() for p in _search_path(root))
         return cls(recipes=search[0], search=search,
-                   cache=Path(os.environ.get("DISTONET_CACHE", root / "cache")),
-                   output=Path(os.environ.get("DISTONET_OUTPUT", root / "output")))
+                   cache=Path(os.environ.get("DISTONET_CACHE", root / "cache")).absolute(),
+                   output=Path(os.environ.get("DISTONET_OUTPUT", root / "output")).absolute())
 
     @property
     def stages(self) -> Path:

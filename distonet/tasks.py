@@ -56,9 +56,8 @@ class Reporter(ConsoleReporter):
         self.failures.append({"task": task, "exception": fail})
 
     def complete_run(self):
-        from .store import finish_copies
         try:
-            finish_copies()   # stages still being copied into the store when a step failed
+            actions.finish_behind()   # hashes and stage copies still running when a step failed
         except DistonetError as exc:
             self.runtime_errors.append(str(exc))
         failed = {f["task"].name.split(":", 1)[-1] for f in self.failures}

@@ -51,6 +51,7 @@ class OutputContext:
     tree: Path | None                        # the sealed tree, read-only; None unless needs_tree
     ledger: "Ledger"
     runner: "Runner"
+    cache: Path | None = None                # for what an output derives from content and keeps by it
 
     def input(self, need: str, kind: str | None = None) -> Path:
         """The file of the one artifact (of `kind`) a needed output made."""

@@ -5,12 +5,14 @@ with spdx-tools (the SPDX project's Python library)."""
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import re
 from pathlib import Path
 
 from .. import __version__
 from ..errors import BuildError
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, write_atomic
 from ..manifest import Artifact
 from ..tree import package_list
 from .base import Output, OutputContext
@@ -42,8 +44,10 @@ class Sbom(Output):
 
     @classmethod
     def make(cls, ctx: OutputContext) -> list[Artifact]:
+        memo = LicenceMemo(ctx.cache / "sbom" / "licences.json" if ctx.cache else None)
         document = make_document(ctx.tree, package_list(ctx.tree, ctx.runner), ctx.build.recipe,
-                                 ctx.reads["distribution"].suite, ctx.build.root_uuid)
+                                 ctx.reads["distribution"].suite, ctx.build.root_uuid, memo)
+        memo.save()
         from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
         from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
         problems = validate_full_spdx_document(document)
@@ -66,17 +70,55 @@ def spdx_id(name: str) -> str:
     return "SPDXRef-Package-" + re.sub(r"[^A-Za-z0-9.-]", "-", name)
 
 
-def licences(tree: Path, package: str) -> list[str]:
+class LicenceMemo:
+    """Licence names by the sha256 of the copyright file they were read from: python-debian's
+    DEP-5 parser takes most of a second for a small image's files, and they rarely change
+    between builds. Content-keyed, so any builder's entry is right; written whole (last wins)."""
+    VERSION = 1
+
+    def __init__(self, path: Path | None):
+        self.path, self.known, self.added = path, {}, False
+        try:
+            data = json.loads(path.read_text()) if path else {}
+            if data.get("version") == self.VERSION:
+                self.known = dict(data["licences"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+
+    def get(self, data: bytes, parse) -> list[str]:
+        key = hashlib.sha256(data).hexdigest()
+        if key not in self.known:
+            self.known[key], self.added = parse(data), True
+        return list(self.known[key])
+
+    def save(self) -> None:
+        if self.path and self.added:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.path, json.dumps({"version": self.VERSION, "licences": self.known}))
+            except OSError:
+                pass  # only a speed-up lost
+
+
+def licences(tree: Path, package: str, memo: LicenceMemo | None = None) -> list[str]:
     """Licence short names from the package's DEP-5 copyright file ([] if it has none)."""
+    path = tree / "usr/share/doc" / package / "copyright"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return []
+    return (memo or LicenceMemo(None)).get(data, _parse_licences)
+
+
+def _parse_licences(data: bytes) -> list[str]:
+    import io
     import logging
     from debian.copyright import Copyright, NotMachineReadableError
     # Its warnings about old Format URLs are about the package, not the build: not on the console.
     logging.getLogger("debian.copyright").setLevel(logging.ERROR)
-    path = tree / "usr/share/doc" / package / "copyright"
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            c = Copyright(fh, strict=False)
-    except (OSError, NotMachineReadableError, ValueError, AttributeError):
+        c = Copyright(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace"), strict=False)
+    except (NotMachineReadableError, ValueError, AttributeError):
         return []
     names = []
     for para in c.all_files_paragraphs():
@@ -115,7 +157,8 @@ def expression(synopses: list[str], extracted: dict[str, str]):
         return SpdxNoAssertion()
 
 
-def make_document(tree: Path, packages: list[dict], recipe: str, suite: str, image_id: str):
+def make_document(tree: Path, packages: list[dict], recipe: str, suite: str, image_id: str,
+                  memo: LicenceMemo | None = None):
     from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, ExternalPackageRef,
                                        ExternalPackageRefCategory, ExtractedLicensingInfo, Package,
                                        PackagePurpose, Relationship, RelationshipType, SpdxNoAssertion)
@@ -136,7 +179,7 @@ def make_document(tree: Path, packages: list[dict], recipe: str, suite: str, ima
                      source_info=f"Debian source package {p.get('source') or p['name']} "
                                  f"{p.get('source_version') or p['version']}",
                      license_concluded=SpdxNoAssertion(),
-                     license_declared=expression(licences(tree, p["name"]), extracted),
+                     license_declared=expression(licences(tree, p["name"], memo), extracted),
                      copyright_text=SpdxNoAssertion(),
                      external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER,
                                                              "purl", purl(p, suite))])

@@ -239,3 +239,15 @@ def test_the_kernel_layer_makes_its_initrd_once():
     # another layer, or a kernel layer with another initrd tool, installs as apt would alone
     assert [env for _, env in install_commands("packages.base", ["initramfs-tools"], None, False)] == [None]
     assert len(install_commands("packages.kernel", ["linux-image-amd64", "dracut"], None, False)) == 1
+
+
+def test_relative_cache_and_output_directories_are_made_absolute(tmp_path, monkeypatch):
+    """chpasswd --root (seal) refuses a relative tree: DISTONET_CACHE=cache/x must still work."""
+    from distonet.paths import Paths
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISTONET_CACHE", "c")
+    monkeypatch.setenv("DISTONET_OUTPUT", "o")
+    monkeypatch.setenv("DISTONET_RECIPES", "r")
+    p = Paths.default()
+    assert (p.cache, p.output, p.recipes) == (tmp_path / "c", tmp_path / "o", tmp_path / "r")
+    assert all(d.is_absolute() for d in p.search)

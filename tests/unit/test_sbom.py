@@ -79,3 +79,25 @@ def test_expressions_map_debian_short_names():
     assert str(expression(["GPL-3+ with OpenSSL exception"], extracted)) == "GPL-3.0-or-later"
     assert str(expression(["BSD-3-clause", "public-domain"], extracted)) == "BSD-3-Clause AND LicenseRef-public-domain"
     assert extracted == {"LicenseRef-public-domain": "public-domain"}
+
+
+def test_licences_are_read_once_per_copyright_content(tmp_path, monkeypatch):
+    """The memo is keyed on the file's bytes: a second build reads nothing again, a changed file
+    is read again, and a memo of another version is ignored."""
+    from distonet.outputs import sbom
+    tree = fake_tree(tmp_path)
+    parsed = []
+    real = sbom._parse_licences
+    monkeypatch.setattr(sbom, "_parse_licences", lambda data: parsed.append(data) or real(data))
+    path = tmp_path / "cache/sbom/licences.json"
+    first = sbom.LicenceMemo(path)
+    assert sbom.licences(tree, "tree", first) == ["GPL-2+", "Expat or SomethingOdd"]
+    assert sbom.licences(tree, "libfoo1", first) == [] and sbom.licences(tree, "absent", first) == []
+    first.save()
+    assert len(parsed) == 2
+    again = sbom.LicenceMemo(path)
+    assert sbom.licences(tree, "tree", again) == ["GPL-2+", "Expat or SomethingOdd"] and len(parsed) == 2
+    (tree / "usr/share/doc/tree/copyright").write_text(DEP5.replace("GPL-2+", "GPL-3+"))
+    assert sbom.licences(tree, "tree", again)[0] == "GPL-3+" and len(parsed) == 3
+    path.write_text(json.dumps({"version": 0, "licences": {}}))
+    assert sbom.LicenceMemo(path).known == {}
