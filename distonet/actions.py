@@ -171,16 +171,13 @@ def _make(plan: BuildPlan, stage: Stage, ctx: StageContext, holder: Ledger, runn
 
 @dataclass
 class _Hashing:
-    """An output made, its artifacts being hashed in a thread while the build goes on; its state
-    (what says it is built) is written, and its locks released, when the hashes are in."""
+    """An output made, its artifacts being hashed in a thread while the build goes on. The
+    thread writes the output's state (what says it is made) when the digests are in, then
+    releases its locks: a later step in another process (doit -P process) waits on the lock."""
     future: Future
     directory: Path
-    name: str
     key: str
-    started: float
-    seconds: float
     arts: list[Artifact]
-    locks: contextlib.ExitStack
 
 
 _hashing: dict[tuple[str, str], _Hashing] = {}
@@ -192,11 +189,15 @@ def _in_hashing(plan: BuildPlan, name: str) -> _Hashing | None:
     return h if h is not None and h.key == plan.output(name).key else None
 
 
-def _made(plan: BuildPlan, name: str) -> tuple[Path, list[Artifact]] | None:
-    """Where the output made for its current key is, and its artifacts; None if not made."""
+def _made(plan: BuildPlan, name: str, wait: bool = False) -> tuple[Path, list[Artifact]] | None:
+    """Where the output made for its current key is, and its artifacts; None if not made. With
+    `wait`, first wait for another process that holds the output (making or hashing it)."""
     h = _in_hashing(plan, name)
     if h is not None:
         return h.directory, h.arts
+    if wait:
+        with outdir.locked(plan.out_dir, name):
+            pass
     where = outdir.find(plan.out_dir, name, plan.output(name).key)
     return (where, outdir.artifacts(where, name)) if where is not None else None
 
@@ -206,19 +207,28 @@ def output_current(plan: BuildPlan, name: str) -> bool:
 
 
 def finish_hashes() -> None:
-    """Wait for the artifacts hashed behind the build and write their outputs' states."""
+    """Wait for the artifacts this process hashes behind the build (their states written)."""
     errors = []
     while _hashing:
-        h = _hashing.pop(next(iter(_hashing)))
+        (_, name), h = _hashing.popitem()
         try:
-            outdir.write_state(h.directory, h.name, h.key, h.started, h.seconds, h.future.result())
+            h.future.result()
         except OSError as exc:
-            errors.append(BuildError(f"output {h.name}: cannot hash its artifacts: {exc}",
+            errors.append(BuildError(f"output {name}: cannot hash its artifacts: {exc}",
                                      hint="check the output directory's disk; the next build remakes it"))
-        finally:
-            h.locks.close()
     if errors:
         raise errors[0]
+
+
+def _hash_and_record(arts: list[Artifact], unhashed: list, directory: Path, name: str, key: str,
+                     started: float, seconds: float, locks: contextlib.ExitStack) -> list[Artifact]:
+    """In the hashing thread: the digests, the output's state, then its locks released."""
+    try:
+        arts = with_hashes(arts, unhashed)
+        outdir.write_state(directory, name, key, started, seconds, arts)
+        return arts
+    finally:
+        locks.close()
 
 
 def finish_behind() -> None:
@@ -254,7 +264,7 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
             return made[1]
         inputs = {}
         for need in step.needs:
-            made = _made(plan, need)
+            made = _made(plan, need, wait=True)
             if made is None:
                 raise BuildError(f"{plan.name}: output {name} needs {need}, which is not built",
                                  hint=f"build the whole recipe: distonet build {plan.name}")
@@ -264,10 +274,9 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         started = time.time()
-        behind = _in_doit_process()
         try:
             with log.step(f"{name} [{step.short}]") as timing, Ledger(plan.paths.ledger, runner) as ledger, \
-                    hashes_later(behind) as unhashed:
+                    hashes_later() as unhashed:
                 tree = None
                 if cls.needs_tree:
                     merged = plan.paths.work / f"out-{name}-{os.getpid()}"
@@ -282,9 +291,11 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
         if unhashed:
             # sha256 of a GB image is about a second of CPU: a thread does it while the next
             # output runs (hashlib releases the GIL), the state waits for it.
+            # (A -P process worker joins the thread before it exits: threading's shutdown.)
             _hasher = _hasher or ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
-            _hashing[(str(nxt), name)] = _Hashing(_hasher.submit(with_hashes, arts, list(unhashed)), nxt, name,
-                                                  step.key, started, timing["seconds"], arts, locks.pop_all())
+            future = _hasher.submit(_hash_and_record, arts, list(unhashed), nxt, name, step.key, started,
+                                    timing["seconds"], locks.pop_all())
+            _hashing[(str(nxt), name)] = _Hashing(future, nxt, step.key, arts)
             return arts
         outdir.write_state(nxt, name, step.key, started, timing["seconds"], arts)
         return arts

@@ -26,11 +26,15 @@ DEV_LINKS = {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/
 
 
 def overlay_options(lowers: Sequence[Path], upper: Path | None = None, work: Path | None = None) -> str:
-    """lowerdir lists the topmost layer first, as overlayfs wants it."""
+    """lowerdir lists the topmost layer first, as overlayfs wants it. xino=on: the layers may sit
+    on two file systems (a stage being made, or in flight, in a tmpfs over the store on disk), and
+    without it a file reports its own layer's st_dev, so tools that stay on one file system
+    (mksquashfs -one-file-system, tar --one-file-system) would skip it; with it every file reports
+    the overlay's device and an inode number unique across the layers."""
     opts = ["lowerdir=" + ":".join(str(p) for p in lowers)]
     if upper is not None:
         opts += [f"upperdir={upper}", f"workdir={work}"]
-    return ",".join(opts)
+    return ",".join([*opts, "xino=on"])
 
 
 def mount_layers(ledger: Ledger, lowers: Sequence[Path], merged: Path,

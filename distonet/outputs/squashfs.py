@@ -15,7 +15,9 @@ from .base import Options, Output, OutputContext
 
 class SquashfsOptions(Options):
     compression: Literal["zstd", "xz", "gzip", "lz4"] = "zstd"
-    level: int = Field(15, ge=1, le=22, description="zstd level (xz and gzip use their own defaults)")
+    # 3, not 15: on minimal's tree level 15 took 10.1 s for 198 MiB, level 3 1.4 s for 202 MiB
+    # (most of an image is already compressed: modules, documentation).
+    level: int = Field(3, ge=1, le=22, description="zstd level (xz and gzip use their own defaults)")
     block_kib: Literal[128, 256, 512, 1024] = 1024
 
 

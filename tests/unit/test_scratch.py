@@ -160,3 +160,23 @@ def test_a_failed_copy_leaves_no_snapshot(setup):
         finish_copies()
     assert not store.done(stage.key) and not store.dir(stage.key).exists() and pushed == []
     assert str(where) not in mount_points()
+
+
+def test_layers_on_two_file_systems_read_as_one(tmp_path):
+    """A stage in flight in its tmpfs under the store's layers on disk: every file of the stack
+    reports the overlay's device (xino), so `mksquashfs -one-file-system` and `tar
+    --one-file-system` keep them all (without it the squashfs of such a tree was empty)."""
+    from distonet.host.chroot import mount_layers
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (disk / "from-disk").write_text("d")
+    with Ledger(tmp_path / "ledger", run) as ledger:
+        memory = scratch.mount(ledger, tmp_path / "work", "e" * 64)
+        (memory / "tree").mkdir()
+        (memory / "tree/from-memory").write_text("m")
+        merged = mount_layers(ledger, [memory / "tree", disk], tmp_path / "merged")
+        devices = {os.lstat(merged / n).st_dev for n in (".", "from-disk", "from-memory")}
+        assert len(devices) == 1
+        inodes = {os.lstat(merged / n).st_ino for n in (".", "from-disk", "from-memory")}
+        assert len(inodes) == 3
+    assert not [m for m in mount_points() if m.startswith(str(tmp_path))]
