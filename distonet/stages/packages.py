@@ -7,7 +7,6 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from debian.deb822 import Deb822
 
 from ..errors import BuildError
 from ..host.archive import bare_name
@@ -121,6 +120,7 @@ def direct_recommends(ctx: StageContext, merged: Path, packages: list[str]) -> l
 
 def recommends_of(shown: str) -> list[list[str]]:
     """Each Recommends item of `apt-cache show` paragraphs, as its list of alternatives."""
+    from debian.deb822 import Deb822  # only here: 20 ms of every plan otherwise
     out = []
     for para in Deb822.iter_paragraphs(shown.splitlines(), use_apt_pkg=False):
         for item in para.get("Recommends", "").split(","):
