@@ -134,9 +134,10 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
 
 
 def _in_doit_process() -> bool:
-    """Whether work may be left running behind a step (a stage's copy into the store, artifact
-    hashes): only in doit's own process. A `-P process` worker may end without running our exit
-    code, and the next step may run in another worker, so there each step finishes its own."""
+    """Whether a stage's copy into the store may run behind the build: only in doit's own
+    process. The next stage may run in another `-P process` worker, which could not read the
+    tree from this one's tmpfs, so there each stage is copied before it returns. (Artifact
+    hashes run behind in workers too: a thread, and the output's lock tells other workers.)"""
     import multiprocessing
     return multiprocessing.parent_process() is None
 
