@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, log, outdir
-from .errors import BuildError, DistonetError
+from .errors import BuildError
 from .host.apt import host_proxy
 from .host import scratch
 from .host.ledger import Ledger, recover
@@ -240,14 +240,16 @@ def finish_behind() -> None:
         finish_copies()
 
 
-def _finish_hashes_at_exit() -> None:
+def _finish_behind_at_exit() -> None:
+    # A caller that made stages or outputs without committing the build (a test, a script)
+    # still gets them stored and recorded.
     try:
-        finish_hashes()
-    except DistonetError as exc:
+        finish_behind()
+    except Exception as exc:
         print(f"distonet: {exc}", file=sys.stderr)
 
 
-atexit.register(_finish_hashes_at_exit)
+atexit.register(_finish_behind_at_exit)
 
 
 def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:

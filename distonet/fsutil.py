@@ -75,20 +75,13 @@ def sha256_file(path: Path, bufsize: int = 4 << 20, progress=None) -> str:
     try:
         size = os.fstat(fd).st_size
         while done < size:
-            try:
-                data = os.lseek(fd, done, os.SEEK_DATA)
-            except OSError:          # no data after `done` (ENXIO), or no SEEK_DATA here
-                data = size if _has_seek_data(fd) else done
-            end = size if data >= size else _hole_after(fd, data)
-            while done < data:
-                n = min(data - done, bufsize)
-                digest.update(zeros[:n])
-                done += n
-                if progress:
-                    progress(done)
+            data = _data_after(fd, done, size)
+            end = size if data >= size else _hole_after(fd, data, size)
             while done < end:
-                chunk = os.pread(fd, min(bufsize, end - done), done)
-                if not chunk:        # the file shrank while we read it
+                hole = done < data
+                n = min(bufsize, (data if hole else end) - done)
+                chunk = zeros[:n] if hole else os.pread(fd, n, done)
+                if not chunk:            # the file shrank while we read it
                     return digest.hexdigest()
                 digest.update(chunk)
                 done += len(chunk)
@@ -99,18 +92,18 @@ def sha256_file(path: Path, bufsize: int = 4 << 20, progress=None) -> str:
     return digest.hexdigest()
 
 
-def _has_seek_data(fd: int) -> bool:
+def _data_after(fd: int, pos: int, size: int) -> int:
+    """Where the next data at or after `pos` starts: `size` when none (ENXIO), `pos` itself when
+    the file system cannot say."""
+    import errno
     try:
-        os.lseek(fd, 0, os.SEEK_DATA)
-        return True
+        return os.lseek(fd, pos, os.SEEK_DATA)
     except OSError as exc:
-        import errno
-        return exc.errno == errno.ENXIO   # an empty or all-hole file
+        return size if exc.errno == errno.ENXIO else pos
 
 
-def _hole_after(fd: int, pos: int) -> int:
+def _hole_after(fd: int, pos: int, size: int) -> int:
     try:
         return os.lseek(fd, pos, os.SEEK_HOLE)
     except OSError:
-        return os.fstat(fd).st_size
-
+        return size

@@ -14,7 +14,6 @@ builders using different mirrors of one archive state compute the same keys.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import json
@@ -276,15 +275,3 @@ def finish_copies() -> None:
             f.after(f.stamp)
     if errors:
         raise errors[0]
-
-
-def _finish_at_exit() -> None:
-    # A caller that made stages without committing the build (a test, a script) still gets them.
-    try:
-        finish_copies()
-    except Exception as exc:
-        import sys
-        print(f"distonet: {exc}", file=sys.stderr)
-
-
-atexit.register(_finish_at_exit)
