@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, log, outdir
+from . import __version__, faults, log, outdir
 from .errors import BuildError
 from .host.apt import host_proxy
 from .host import scratch
@@ -102,6 +102,7 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         if store.done(stage.key):
             return store.read_stamp(stage.key)
         partial = store.begin(stage.key)
+        faults.point(f"stage:{stage.name}:begin")
         pulled = stagecache.try_pull(shared, stage.key, partial, stage.name, runner)
         if pulled is not None:           # another builder made it: checked, unpacked, not run
             return store.commit(stage.key, partial, pulled)
@@ -122,7 +123,8 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         except BaseException:
             store.abandon(partial)
             raise
-        stamp = {"stage": stage.name, "kind": stage.kind, "key": stage.key, "recipe": plan.name,
+        stamp = {"stage": stage.name, "kind": stage.kind, "key": stage.key, "parents": list(ctx.parents),
+                 "recipe": plan.name,
                  "started": started, "seconds": timing["seconds"], "inputs": redact(dict(stage.inputs)),
                  "mirror": plan.facts.mirror, **extra}
         if where is not None and _in_doit_process():
@@ -278,6 +280,7 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
         work.mkdir(parents=True)
         started = time.time()
         try:
+            faults.point(f"output:{name}:begin")
             with log.step(f"{name} [{step.short}]") as timing, Ledger(plan.paths.ledger, runner) as ledger, \
                     hashes_later() as unhashed:
                 tree = None
@@ -289,6 +292,7 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
                                     out=nxt, work=work, tree=tree, ledger=ledger, runner=runner,
                                     cache=plan.paths.cache)
                 arts = cls.make(ctx)
+                faults.point(f"output:{name}:made")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if unhashed:
@@ -354,7 +358,9 @@ def commit(plan: BuildPlan) -> Path:
             overlay_files=[{"overlay": s.name.split(".", 1)[1], **f}
                            for s, st in zip(plan.stages, stamps) if s.kind == "overlay" for f in st.get("files", [])])
         manifest.save(nxt)
+        faults.point(f"commit:{plan.name}:swap")
         outdir.swap_in(current)
+        faults.point(f"commit:{plan.name}:done")
         return current / "manifest.json"
 
 

@@ -172,6 +172,23 @@ def cmd_prune(a) -> int:
     return 0
 
 
+def cmd_verify(a) -> int:
+    _need_root()
+    from .paths import Paths
+    from .verify import verify
+    r = verify(Paths.default(), content=a.content, recipes=a.recipes)
+    for line in r.checked:
+        log.info(f"verify: ok  {line}")
+    for line in r.leftovers:
+        print(f"verify: leftover  {line} (the next build clears it)")
+    for line in r.problems:
+        print(f"verify: UNSOUND  {line}")
+    print(f"verify: {len(r.checked)} checked, {len(r.problems)} unsound, {len(r.leftovers)} leftover(s)")
+    if r.problems:
+        log.always("verify: rebuild what is named (distonet clean NAME, then build), or prune the store")
+    return 0 if r.sound else 1
+
+
 def cmd_deploy_lvm(a) -> int:
     from .deploy import deploy_lvm, manifest_path
     manifest = manifest_path(a.manifest)
@@ -309,6 +326,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-n", "--dry-run", action="store_true", help="say what would go")
     b = verb("prune", cmd_prune, "remove stage snapshots no manifest in output/ uses and no build holds")
     b.add_argument("-n", "--dry-run", action="store_true", help="say what would go")
+    b = verb("verify", cmd_verify, "prove the stage store and output/ sound: every stamped stage complete "
+             "(its packages' files present), every manifest's artifacts matching their digests; exit 1 if not")
+    b.add_argument("recipes", nargs="*", metavar="NAME", help="only these recipes' builds and stages")
+    b.add_argument("--content", action="store_true", help="also check every packaged file against dpkg's md5sums")
     b = verb("deploy-lvm", cmd_deploy_lvm, "create an LV of exactly rootfs.img's size, copy it, verify")
     b.add_argument("manifest", metavar="RECIPE|DIR|MANIFEST")
     b.add_argument("vg")
@@ -348,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     log.set_level(max(0, min(2, log.NORMAL - a.quiet + a.verbose)))
     if a.site:
         os.environ["DISTONET_SITE"] = a.site
+    from .tasks import _signals
+    _signals()      # SIGTERM unwinds every verb as Ctrl-C does (publish, clean, verify too)
     try:
         return a.fn(a)
     except (DistonetError, KeyboardInterrupt) as exc:

@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import log
+from . import faults, log
 from .errors import BuildError, DistonetError
 from .fsutil import fsync_dir, sha256_file
 from .manifest import MANIFEST, SUMS, Manifest
@@ -107,6 +107,7 @@ class OciShare:
                 else:
                     client._check_200_response(client.upload_blob(str(path), container, layer))
                     result.copied += layer["size"]
+                    faults.point(f"publish:{m.recipe}:copied")
                 layers.append(layer)
             config = Path(tmp) / "config.json"
             config.write_text(json.dumps({"recipe": m.recipe, "build_id": m.build_id, "built_at": m.built_at},
@@ -124,6 +125,7 @@ class OciShare:
             raise BuildError(f"{container}: the registry's manifest is not the one pushed")
         latest = client.get_container(self.ref(m.recipe, "latest"))
         client._check_200_response(client.upload_manifest(back, latest))
+        faults.point(f"publish:{m.recipe}:committed")
         return result
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import log
+from . import faults, log
 from .errors import BuildError, DistonetError
 from .fsutil import fsync_dir, sha256_file, write_atomic
 from .host.run import Runner, run
@@ -138,14 +138,17 @@ class LocalShare:
                 partial.mkdir(exist_ok=True)
                 for rel in files_of(m):
                     self._copy(out_dir / rel, partial / rel, m, rel, result, runner)
+                    faults.point(f"publish:{m.recipe}:copied")
                 for rel, src in (extras or {}).items():     # the report: made for this publish
                     shutil.copyfile(src, partial / rel)
                 verify(partial, m)
                 if sign_key:
                     sign(partial, sign_key, runner, gnupg_home)
                 _fsync_tree(partial)
+                faults.point(f"publish:{m.recipe}:rename")
                 os.rename(partial, final)
                 fsync_dir(top)
+                faults.point(f"publish:{m.recipe}:committed")
             self._point_latest(top, m.build_id)
             result.removed = self._retain(top, keep)
         return result
@@ -310,10 +313,12 @@ class RsyncShare:
                 runner([*rsync, str(Path(tmp) / "sig" / SIGNATURE), dest])
             if extras and there.returncode != 0:
                 runner([*rsync, *(str(p) for p in extras.values()), dest])
+            faults.point(f"publish:{m.recipe}:copied")
         said = runner([*self.ssh(), self.host, "sh", "-c", shlex.quote(REMOTE_FINISH), "distonet-publish",
                        shlex.quote(top), m.build_id, str(keep)], capture=True)
         out = said.stdout if said is not None else ""
         result.already = "distonet: already there" in out
+        faults.point(f"publish:{m.recipe}:committed")
         result.removed = [line.split()[-1] for line in out.splitlines() if line.startswith("distonet: removed")]
         return result
 

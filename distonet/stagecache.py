@@ -28,7 +28,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from . import log
+from . import faults, log
 from .errors import BuildError, DistonetError
 from .fsutil import sha256_file, write_atomic
 from .host.run import Runner, run
@@ -197,6 +197,7 @@ def try_pull(cache, key: str, partial: Path, name: str, runner: Runner = run) ->
             return None
         import time
         with log.step(f"{name} [{key[:12]}] from {cache}") as timing:
+            faults.point(f"cache:pull:{name}")
             stamp, size = cache.pull(key, partial / "tree", runner)
         return {**stamp, "pulled_from": str(cache), "pulled_bytes": size, "pulled_at": time.time(),
                 "pulled_seconds": timing["seconds"]}
@@ -214,6 +215,7 @@ def try_push(cache, key: str, tree: Path, stamp: dict, name: str, runner: Runner
         return
     try:
         with log.step(f"push {name} [{key[:12]}] to {cache}"):
+            faults.point(f"cache:push:{name}")
             size = cache.push(key, tree, {k: v for k, v in stamp.items() if not re.match(r"pulled_", k)}, runner)
         if size:
             log.info(f"stage cache: pushed {name}, {size >> 20} MiB")

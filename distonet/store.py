@@ -24,6 +24,7 @@ from pathlib import Path
 import subprocess
 from typing import Callable, Iterable, Iterator, Sequence
 
+from . import faults
 from .errors import BuildError
 from .fsutil import syncfs, write_atomic
 from .host.ledger import Ledger, mounts_below
@@ -156,12 +157,19 @@ class StageStore:
 
     def commit(self, key: str, partial: Path, stamp: dict) -> dict:
         """Rename the partial into place, then write the stamp: the snapshot now counts."""
-        shutil.rmtree(partial / "work", ignore_errors=True)  # overlayfs' work dir is not content
-        syncfs(partial)      # the tree is on disk before its stamp says it is done (even after a power cut)
-        final = self.dir(key)
-        remove_tree(final)  # a snapshot without a stamp is incomplete
-        os.replace(partial, final)
+        try:
+            shutil.rmtree(partial / "work", ignore_errors=True)  # overlayfs' work dir is not content
+            syncfs(partial)      # the tree is on disk before its stamp says it is done (even after a power cut)
+            final = self.dir(key)
+            remove_tree(final)  # a snapshot without a stamp is incomplete
+            faults.point(f"stage:{stamp.get('stage', short(key))}:made")
+            os.replace(partial, final)
+        except BaseException:   # an error or a signal: no partial stays behind
+            self.abandon(partial)
+            raise
+        faults.point(f"stage:{stamp.get('stage', short(key))}:renamed")
         write_atomic(self.stamp_path(key), json.dumps(stamp, indent=2))
+        faults.point(f"stage:{stamp.get('stage', short(key))}:committed")
         return stamp
 
     def commit_later(self, key: str, tree: Path, partial: Path, stamp: dict, copy: subprocess.Popen,

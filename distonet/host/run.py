@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from .. import log
+from .. import faults, log
 from ..errors import CommandError, ToolMissing
 
 
@@ -66,6 +66,7 @@ def run(argv: Sequence[str], *, check: bool = True, capture: bool = False, env: 
         raise ToolMissing(f"{argv[0]}: not found", hint="run ./setup.sh to install the host tools") from exc
     token = spawn_observer(proc.pid) if spawn_observer else None
     try:
+        faults.point(f"command:{os.path.basename(argv[0])}")
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
