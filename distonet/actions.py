@@ -41,7 +41,7 @@ def store_of(plan: BuildPlan) -> StageStore:
 def host_facts(plan: BuildPlan) -> HostFacts:
     f = plan.facts
     return HostFacts(mirror=f.mirror, cache=plan.paths.cache, work=plan.paths.work, proxy=f.proxy or host_proxy(),
-                     security_mirror=f.security_mirror,
+                     security_mirror=f.security_mirror, epoch=f.epoch,
                      sources={**{f"overlay:{n}": Path(o["dir"]) for n, o in f.overlays.items()},
                               **{f"hooks:{h['set']}": Path(h["dir"]) for h in f.hooks},
                               **{f"key:{r['name']}": Path(r["key_path"]) for r in f.repositories},

@@ -35,13 +35,27 @@ def _mac(value: str) -> str:
 Mac = Annotated[str, AfterValidator(_mac)]
 
 
+def _ipv4(value: str) -> str:
+    import ipaddress
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("an IPv4 address such as 192.168.10.7") from None
+    if address.is_unspecified or address.is_multicast or address.is_loopback or str(address).endswith(".255"):
+        raise ValueError(f"{value} cannot be a host's address (unspecified, loopback, multicast or broadcast)")
+    return str(address)
+
+
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+
+
 class Host(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mac: Mac
     recipe: RecipeName
     mode: NetbootMode = Field(NetbootMode.nfs, description="the boot entry this host takes")
     args: tuple[CmdlineArg, ...] = Field((), description="extra kernel arguments for this host")
-    address: Optional[str] = Field(None, pattern=r"^[0-9.]+$", description="a fixed IPv4 address (dnsmasq)")
+    address: Optional[IPv4] = Field(None, description="a fixed IPv4 address (dnsmasq)")
     nfs_version: Optional[Literal[3, 4]] = Field(None, description="this host's NFS version, if not its recipe's "
                                                                    "(netboot.nfs_version): a fleet moves host by host")
     ibft: Optional[bool] = Field(None, description="iscsi modes: this host's iPXE script hands the target to the "
@@ -75,6 +89,13 @@ def load(path: Path) -> Inventory:
             raise RecipeError(f"{path}: hosts.{name}.mac: {host.mac} is already {macs[host.mac]}'s",
                               hint="each machine has its own MAC address")
         macs[host.mac] = name
+    addresses: dict[str, str] = {}
+    for name, host in inv.hosts.items():
+        if host.address and host.address in addresses:
+            raise RecipeError(f"{path}: hosts.{name}.address: {host.address} is already {addresses[host.address]}'s",
+                              hint="give each machine its own address")
+        if host.address:
+            addresses[host.address] = name
     return inv
 
 

@@ -15,7 +15,7 @@ import yaml
 from . import log, render
 from .errors import DistonetError, RecipeError
 from .host.archive import check_error, missing_packages, package_names
-from .host.apt import archive_state, default_mirror, default_security_mirror
+from .host.apt import archive_epoch, archive_state, default_mirror, default_security_mirror
 from .paths import Paths
 from .elements import element_facts
 from .enums import NetbootMode
@@ -46,6 +46,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
         if not offline_ok:
             raise
         archive = OFFLINE
+    epoch = archive_epoch(sources, paths.cache) if archive != OFFLINE else 0
     proxy = dist.proxy or os.environ.get("DISTONET_APT_PROXY")  # else the host's, when a step runs
     site = os.environ.get("DISTONET_SITE") or recipe.site
     site_vars = load_site(site, paths)
@@ -68,7 +69,7 @@ def plan_facts(recipe: Recipe, paths: Paths, *, offline_ok: bool = False) -> Pla
         facts_ = variables.pop(render.FACTS)
         hook_vars = {**variables, "recipe": facts_["recipe"], "suite": facts_["suite"],
                      "arch": facts_["architecture"], "site": facts_["site"] or ""}
-    return PlanFacts(mirror=mirror, archive=archive, security_mirror=sec_mirror, proxy=proxy,
+    return PlanFacts(mirror=mirror, archive=archive, epoch=epoch, security_mirror=sec_mirror, proxy=proxy,
                      updates=updates, security=security, overlays=overlays, site=site,
                      hooks=tuple(hooks), hook_vars=hook_vars, repositories=tuple(repositories),
                      debs=tuple(debs), elements=elements, initramfs=tuple(initramfs),

@@ -28,6 +28,7 @@ class PlanFacts:
     """What the plan needs from the host, gathered by pipeline.py (the only impure part)."""
     mirror: str
     archive: str                  # digest of the suites' InRelease files: the archive state
+    epoch: int = 0                # SOURCE_DATE_EPOCH: the archive state's date (reproducible.py)
     security_mirror: str | None = None
     proxy: str | None = None
     updates: bool = True
@@ -165,7 +166,7 @@ def make_plan(recipe: Recipe, paths: Paths, facts: PlanFacts, source: Path | Non
     seal = stages[-1]
     root_uuid = seal.inputs["root_uuid"]
     esp = root_uuid.replace("-", "")[:8].upper()
-    build = BuildFacts(recipe=recipe.name, root_uuid=root_uuid, esp_id=f"{esp[:4]}-{esp[4:]}",
+    build = BuildFacts(recipe=recipe.name, root_uuid=root_uuid, esp_id=f"{esp[:4]}-{esp[4:]}", epoch=facts.epoch,
                        cmdline=tuple(kernel_cmdline(root_uuid, recipe.boot.cmdline, recipe.boot.console)),
                        netboot=facts.netboot)
     wanted = wanted_outputs(recipe)

@@ -117,9 +117,33 @@ def archive_state(sources: list[tuple[str, str]], cache_dir: Path, timeout: floa
     return digest.hexdigest()
 
 
+def archive_epoch(sources: list[tuple[str, str]], cache_dir: Path) -> int:
+    """The build's SOURCE_DATE_EPOCH: the newest Date: of the suites' InRelease files (the copies
+    archive_state kept), so a function of the archive state; 0 when none is known."""
+    import email.utils
+    newest = 0
+    for mirror, suite in sources:
+        try:
+            text = _in_release_copy(mirror, suite, cache_dir).read_text(errors="replace")
+        except OSError:
+            continue
+        date = re.search(r"(?m)^Date: (.+)$", text)
+        if date:
+            try:
+                newest = max(newest, int(email.utils.parsedate_to_datetime(date.group(1).strip()).timestamp()))
+            except (TypeError, ValueError):
+                pass
+    return newest
+
+
+def _in_release_copy(mirror: str, suite: str, cache_dir: Path) -> Path:
+    url = f"{mirror}/dists/{suite}/InRelease"
+    return cache_dir / "archive" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".InRelease")
+
+
 def _in_release(mirror: str, suite: str, cache_dir: Path, timeout: float) -> bytes:
     url = f"{mirror}/dists/{suite}/InRelease"
-    cached = cache_dir / "archive" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".InRelease")
+    cached = _in_release_copy(mirror, suite, cache_dir)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             data = resp.read()

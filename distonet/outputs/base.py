@@ -35,6 +35,7 @@ class BuildFacts:
     root_uuid: str
     esp_id: str
     cmdline: tuple[str, ...]   # the full kernel command line the image boots with
+    epoch: int = 0             # SOURCE_DATE_EPOCH of the build (reproducible.py); 0: unknown
     # the site's side of netboot: {"hosts": [inventory hosts of this recipe], "inventory": file,
     # "chap": {file, digest} or None} (inventory.py, chap.py)
     netboot: Mapping[str, Any] = field(default_factory=dict)

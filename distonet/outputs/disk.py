@@ -15,10 +15,17 @@ from ..errors import BuildError
 from ..fsutil import atomic_path
 from ..layout import MIB, SECTOR, disk_layout
 from ..manifest import Artifact
+from ..reproducible import epoch_env
 from ..tree import find_kernel
 from .base import Options, Output, OutputContext
 
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
+
+
+def mtools_env(epoch: int) -> dict[str, str]:
+    """mtools' and mkfs.fat's environment: dates from the build's epoch (mkfs.fat also needs
+    --invariant for its volume label's time)."""
+    return {**MTOOLS_ENV, **epoch_env(epoch)}
 
 
 class DiskOptions(Options):
@@ -32,6 +39,7 @@ class Disk(Output):
     reads = ("boot",)
     needs_tree = True  # the kernel version for grub.cfg
     tools = ("sfdisk", "mkfs.fat", "mmd", "mcopy", "grub-mkimage", "dd")
+    version = 2     # 2: the ESP's dates from the build's epoch
 
     @classmethod
     def files(cls, options) -> list[str]:
@@ -50,8 +58,9 @@ class Disk(Output):
             with open(tmp, "wb") as fh:
                 fh.truncate(layout.total_bytes)
             ns = uuid.UUID(build.root_uuid)
+            # every GUID from the recipe's root UUID: the same disk from the same recipe
             script = layout.sfdisk_script(str(uuid.uuid5(ns, "disk")),
-                                          {"root": str(uuid.uuid5(ns, "root")), "esp": str(uuid.uuid5(ns, "esp"))})
+                                          {p.name: str(uuid.uuid5(ns, p.name)) for p in layout.partitions})
             runner(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(tmp)], input=script)
             esp = make_esp(ctx, layout.part("esp").bytes, cfg, Firmware.uefi in boot.firmware)
             _write_at(runner, esp, tmp, layout.part("esp").offset)
@@ -68,14 +77,15 @@ def make_esp(ctx: OutputContext, size: int, cfg: str, uefi: bool) -> Path:
     early.write_text(grub.early_config(esp_id))
     (work / "grub.cfg").write_text(cfg)
     esp = work / "esp.img"
-    runner(["mkfs.fat", "-C", "-i", esp_id.replace("-", ""), "-n", "ESP", str(esp), str(size // 1024)],
-           capture=True)
-    runner(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub"], env=MTOOLS_ENV)
-    runner(["mcopy", "-i", str(esp), str(work / "grub.cfg"), "::/boot/grub/grub.cfg"], env=MTOOLS_ENV)
+    mtools = mtools_env(ctx.build.epoch)
+    runner(["mkfs.fat", "--invariant", "-C", "-i", esp_id.replace("-", ""), "-n", "ESP", str(esp), str(size // 1024)],
+           capture=True, env=mtools)
+    runner(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub"], env=mtools)
+    runner(["mcopy", "-i", str(esp), str(work / "grub.cfg"), "::/boot/grub/grub.cfg"], env=mtools)
     if uefi:
         efi = work / "BOOTX64.EFI"
         runner(grub.mkimage_argv("x86_64-efi", efi, early))
-        runner(["mcopy", "-i", str(esp), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], env=MTOOLS_ENV)
+        runner(["mcopy", "-i", str(esp), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], env=mtools)
     return esp
 
 

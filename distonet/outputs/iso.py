@@ -22,7 +22,7 @@ from ..fsutil import atomic_path
 from ..manifest import Artifact
 from ..netboot import Entry, serial_of
 from .base import Options, Output, OutputContext
-from .disk import MTOOLS_ENV
+from .disk import mtools_env
 
 ISOLINUX = Path("/usr/lib/ISOLINUX/isolinux.bin")
 LDLINUX = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
@@ -57,9 +57,10 @@ def efi_image(ctx: OutputContext, label: str) -> Path:
     efi = work / "BOOTX64.EFI"
     runner(grub.mkimage_argv("x86_64-efi", efi, early, extra=("iso9660", "search_label")))
     img = work / "efiboot.img"
-    runner(["mkfs.fat", "-C", "-n", "EFIBOOT", str(img), str(EFI_IMG_KIB)], capture=True)
-    runner(["mmd", "-i", str(img), "::/EFI", "::/EFI/BOOT"], env=MTOOLS_ENV)
-    runner(["mcopy", "-i", str(img), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], env=MTOOLS_ENV)
+    mtools = mtools_env(ctx.build.epoch)
+    runner(["mkfs.fat", "--invariant", "-C", "-n", "EFIBOOT", str(img), str(EFI_IMG_KIB)], capture=True, env=mtools)
+    runner(["mmd", "-i", str(img), "::/EFI", "::/EFI/BOOT"], env=mtools)
+    runner(["mcopy", "-i", str(img), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], env=mtools)
     return img
 
 

@@ -12,6 +12,7 @@ from ..errors import CommandError
 from ..fsutil import atomic_path
 from ..layout import MIB, rootfs_size, round_up
 from ..manifest import Artifact
+from ..reproducible import clamp_ext4, mkfs_env
 from ..tree import tree_usage
 from .base import Options, Output, OutputContext
 
@@ -41,7 +42,8 @@ class Rootfs(Output):
     name = "rootfs"
     Options = RootfsOptions
     needs_tree = True
-    tools = ("mkfs.ext4",)
+    tools = ("mkfs.ext4", "debugfs")
+    version = 2     # 2: inode times from the build's epoch (reproducible.py)
 
     @classmethod
     def files(cls, options) -> list[str]:
@@ -57,7 +59,8 @@ class Rootfs(Output):
             for attempt in range(3):
                 tmp.unlink(missing_ok=True)
                 try:
-                    ctx.runner(mkfs_argv(tmp, ctx.tree, ctx.build.root_uuid, opts.label, size), capture=True)
+                    ctx.runner(mkfs_argv(tmp, ctx.tree, ctx.build.root_uuid, opts.label, size), capture=True,
+                               env=mkfs_env(ctx.build.epoch))
                     break
                 except CommandError as exc:
                     # Only a filesystem too small for the tree is worth a larger try.
@@ -65,4 +68,5 @@ class Rootfs(Output):
                         raise
                     size = round_up(size + max(size // 4, opts.extent_mib * MIB), opts.extent_mib * MIB)
                     log.info(f"rootfs: filesystem too small, retrying with {size // MIB} MiB")
+            clamp_ext4(tmp, ctx.tree, ctx.build.epoch, ctx.work, ctx.runner)
         return [Artifact.of("rootfs", image, ctx.out, format="ext4")]

@@ -46,7 +46,7 @@ class Sbom(Output):
     def make(cls, ctx: OutputContext) -> list[Artifact]:
         memo = LicenceMemo(ctx.cache / "sbom" / "licences.json" if ctx.cache else None)
         document = make_document(ctx.tree, package_list(ctx.tree, ctx.runner), ctx.build.recipe,
-                                 ctx.reads["distribution"].suite, ctx.build.root_uuid, memo)
+                                 ctx.reads["distribution"].suite, ctx.build.root_uuid, memo, ctx.build.epoch)
         memo.save()
         from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
         from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
@@ -158,11 +158,13 @@ def expression(synopses: list[str], extracted: dict[str, str]):
 
 
 def make_document(tree: Path, packages: list[dict], recipe: str, suite: str, image_id: str,
-                  memo: LicenceMemo | None = None):
+                  memo: LicenceMemo | None = None, epoch: int = 0):
     from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, ExternalPackageRef,
                                        ExternalPackageRefCategory, ExtractedLicensingInfo, Package,
                                        PackagePurpose, Relationship, RelationshipType, SpdxNoAssertion)
-    created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0, tzinfo=None)
+    # the build's epoch (the archive state's date), so that a rebuild writes the same document
+    created = (datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc) if epoch else
+               datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0, tzinfo=None)
     info = CreationInfo("SPDX-2.3", "SPDXRef-DOCUMENT", f"distonet image {recipe}",
                         f"https://distonet.invalid/spdx/{recipe}/{image_id}",
                         [Actor(ActorType.TOOL, f"distonet-{__version__}")], created)

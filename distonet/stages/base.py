@@ -31,6 +31,7 @@ class HostFacts:
     work: Path                                    # where merged trees are mounted
     proxy: str | None = None                      # build-time apt proxy; never left in the image
     security_mirror: str | None = None
+    epoch: int = 0                                # SOURCE_DATE_EPOCH (reproducible.py)
     # Where project files are (overlay:<name> → its directory): their content is in the key.
     sources: Mapping[str, Path] = field(default_factory=dict)
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from ..enums import BootstrapTool
 from ..host.locks import wait_lock
+from ..reproducible import epoch_env
 from .base import HostFacts, StageContext, StageKind
 
 
@@ -75,7 +76,7 @@ class Bootstrap(StageKind):
     kind = "bootstrap"
     doc = "debootstrap or mmdebstrap"
     order = 0
-    version = 2
+    version = 3     # 3: SOURCE_DATE_EPOCH
 
     @classmethod
     def instances(cls, recipe, facts):
@@ -100,7 +101,7 @@ class Bootstrap(StageKind):
         (host.apt_archives / "partial").mkdir(exist_ok=True)
         ctx.ledger.mounts_under(tree)  # the tool mounts proc/sys/dev itself; undo them if it is killed
         lists = lists_cache(inputs, host)
-        env = proxy_env(host)
+        env = {**(proxy_env(host) or {}), **epoch_env(host.epoch)} or None  # mmdebstrap passes it on
         # the tool writes the shared download cache itself: one build at a time (chroot.py)
         lock = wait_lock(host.apt_archives.parent / "apt-archives.lock", fcntl.LOCK_EX,
                          "another build is using the shared apt download cache")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..host.chroot import chroot_argv, chroot_session
+from ..reproducible import epoch_env
 from .base import StageContext, StageKind
 
 UNION = "union"      # the read-only root under a writable layer
@@ -31,7 +32,7 @@ class Initramfs(StageKind):
     kind = "initramfs"
     doc = "initramfs-tools hooks installed, the initrd rebuilt"
     order = 95
-    version = 1
+    version = 2     # 2: SOURCE_DATE_EPOCH (a reproducible initrd)
 
     @classmethod
     def instances(cls, recipe, facts):
@@ -57,5 +58,5 @@ class Initramfs(StageKind):
                 dest.chmod(0o755 if not f["path"].startswith("conf.d/") else 0o644)
                 written.append(f"{s['name']}/{f['path']}")
         with chroot_session(ctx.ledger, merged):
-            ctx.runner(chroot_argv(merged, ["update-initramfs", "-u", "-k", "all"]))
+            ctx.runner(chroot_argv(merged, ["update-initramfs", "-u", "-k", "all"], epoch_env(ctx.host.epoch)))
         return {"files": written}

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import BuildError
 from ..host.archive import bare_name
 from ..host.chroot import chroot_argv, chroot_session
+from ..reproducible import epoch_env
 from .base import StageContext, StageKind
 
 # --force-unsafe-io: dpkg skips its fsync per unpacked file (mmdebstrap does the same for its own
@@ -59,7 +60,7 @@ def apt_purge_argv(packages: list[str]) -> list[str]:
 class Packages(StageKind):
     kind = "packages"
     order = 10
-    version = 4
+    version = 5     # 5: SOURCE_DATE_EPOCH (a reproducible initrd)
 
     @classmethod
     def instances(cls, recipe, facts):
@@ -101,7 +102,7 @@ class Packages(StageKind):
                 if recommends == "direct":
                     added = direct_recommends(ctx, merged, packages)
                 for argv, env in install_commands(ctx.name, packages + added, ctx.host.proxy, recommends is True):
-                    ctx.runner(chroot_argv(merged, argv, env=env))
+                    ctx.runner(chroot_argv(merged, argv, env={**(env or {}), **epoch_env(ctx.host.epoch)}))
         finally:
             conf.unlink(missing_ok=True)
         return {"packages": packages, **({"recommended": added} if added else {})}

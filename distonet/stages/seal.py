@@ -45,6 +45,7 @@ REMOVE_GLOBS = [
     "var/lib/dpkg/*-old", "var/log/apt/*", "var/log/*.log", "var/log/journal/*",
     "etc/ssh/ssh_host_*", "etc/apt/apt.conf.d/*proxy*",
     "var/lib/dbus/machine-id", "tmp/*", "var/tmp/*", "root/.bash_history",
+    "var/cache/ldconfig/aux-cache",     # ldconfig's cache of file times: remade at first use
 ]
 
 
@@ -118,7 +119,7 @@ class Seal(StageKind):
     kind = "seal"
     doc = "the image's identity"
     order = 100
-    version = 5
+    version = 6
     tools = ("dpkg-query", "chpasswd")
 
     @classmethod

@@ -1,0 +1,35 @@
+"""Bit-identical rebuilds: `minimal` built again from nothing, in another stage store and output
+folder, at another time, gives the same SHA-256 for every artifact as the session's build
+(SOURCE_DATE_EPOCH from the archive state, clamped inode times, GUIDs from the recipe:
+reproducible.py). Only the package downloads are shared: the archive state is the same."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from distonet import PROJECT_ROOT
+from distonet.manifest import Manifest
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_cold_rebuild_elsewhere_gives_the_same_bytes(minimal_build, minimal_plan, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for shared in ("apt-archives", "apt-lists", "archive"):      # downloads, not stages
+        if (minimal_plan.paths.cache / shared).exists():
+            os.symlink(minimal_plan.paths.cache / shared, cache / shared)
+    env = dict(os.environ, DISTONET_CACHE=str(cache), DISTONET_OUTPUT=str(tmp_path / "output"))
+    proc = subprocess.run([sys.executable, "-m", "distonet", "build", "minimal"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = Manifest.load(minimal_plan.out_dir)
+    again = Manifest.load(tmp_path / "output" / "minimal")
+    assert again.build_id == first.build_id
+    assert {a.path: a.sha256 for a in again.artifacts} == {a.path: a.sha256 for a in first.artifacts}, \
+        json.dumps({a.path: a.sha256[:12] for a in again.artifacts})
+    # every stage made again in the new store, none taken from the first
+    assert all((cache / "stages" / s["key"][:32] / "stamp.json").exists() for s in again.stages)

@@ -1,0 +1,56 @@
+"""Reproducible images: the build's epoch from the archive, and the ext4 inode times clamped to it."""
+
+import hashlib
+import os
+import subprocess
+
+from distonet.host.apt import _in_release_copy, archive_epoch
+from distonet.reproducible import clamp_ext4, ext4_clamp_script, mkfs_env
+from distonet.host.run import run
+
+EPOCH = 1_700_000_000
+
+
+def test_the_epoch_is_the_newest_inrelease_date(tmp_path):
+    sources = [("http://mirror.invalid/debian", "trixie"), ("http://mirror.invalid/debian", "trixie-updates")]
+    for (mirror, suite), date in zip(sources, ["Sat, 29 Nov 2026 08:12:01 UTC", "Sun, 30 Nov 2026 02:00:00 UTC"]):
+        f = _in_release_copy(mirror, suite, tmp_path)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"-----BEGIN PGP SIGNED MESSAGE-----\n\nOrigin: Debian\nDate: {date}\nSuite: {suite}\n")
+    assert archive_epoch(sources, tmp_path) == 1796004000
+    assert archive_epoch([("http://other.invalid", "x")], tmp_path) == 0     # unknown: no clamping
+
+
+def test_the_script_names_every_path_and_clamps_only_newer_mtimes(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/new").write_text("x")
+    (tmp_path / "old").write_text("y")
+    os.utime(tmp_path / "old", (EPOCH - 10, EPOCH - 10))
+    (tmp_path / 'we"ird').write_text("z")
+    script, skipped = ext4_clamp_script(tmp_path, EPOCH)
+    lines = script.splitlines()
+    for path in ("/", "/d", "/d/new", "/old"):
+        assert f'sif "{path}" ctime @{EPOCH}' in lines and f'sif "{path}" atime @{EPOCH}' in lines
+    assert f'sif "/d/new" mtime @{EPOCH}' in lines and f'sif "/old" mtime @{EPOCH}' not in lines
+    assert skipped == 1
+
+
+def image_of(src, image, work):
+    uuid = "11111111-2222-3333-4444-555555555555"
+    run(["mkfs.ext4", "-q", "-F", "-U", uuid, "-E", f"root_owner=0:0,hash_seed={uuid}", "-d", str(src),
+         str(image), "8M"], capture=True, env=mkfs_env(EPOCH))
+    clamp_ext4(image, src, EPOCH, work, run)
+    return hashlib.sha256(image.read_bytes()).hexdigest()
+
+
+def test_two_images_of_trees_made_at_different_times_are_identical(tmp_path):
+    digests = []
+    for n in (1, 2):
+        src = tmp_path / f"src{n}"
+        (src / "etc").mkdir(parents=True)
+        (src / "etc/hostname").write_text("node\n")
+        os.utime(src / "etc/hostname", (EPOCH + n * 1000, EPOCH + n * 1000))   # made "now", each time another
+        digests.append(image_of(src, tmp_path / f"{n}.img", tmp_path))
+    assert digests[0] == digests[1]
+    fsck = subprocess.run(["e2fsck", "-fn", str(tmp_path / "1.img")], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout
