@@ -64,6 +64,9 @@ class Rendered:
     source: str               # overlay-relative source path
 
 
+# An overlay file is read whole into memory: larger ones belong in a package or a hook.
+MAX_FILE_BYTES = 512 << 20
+
 def load_meta(meta_file: Path) -> OverlayMeta:
     if not meta_file.is_file():
         return OverlayMeta()
@@ -84,6 +87,7 @@ def scan(root: Path, meta_file: Path | None = None) -> list[Entry]:
     root = Path(root)
     allowed = load_meta(meta_file).files if meta_file else {}
     entries = []
+    links: dict[tuple[int, int], list] = {}     # hard-linked files: (dev, ino) → [nlink, paths seen]
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
@@ -99,11 +103,22 @@ def scan(root: Path, meta_file: Path | None = None) -> list[Entry]:
                     raise RecipeError(f"{full}: setuid or setgid file in an overlay",
                                       hint=f"allow it in {meta_file or 'the overlay metadata'} "
                                            f"(files: {{{rel}: {{setuid: true}}}}) or drop the bit")
+                if st.st_size > MAX_FILE_BYTES:
+                    raise RecipeError(f"{full}: {st.st_size >> 20} MiB, more than an overlay file may be "
+                                      f"({MAX_FILE_BYTES >> 20} MiB)",
+                                      hint="ship big files in a package (apt.debs) or fetch them in a hook")
+                if st.st_nlink > 1:
+                    links.setdefault((st.st_dev, st.st_ino), [st.st_nlink]).append(full)
                 kind = "template" if name.endswith(TEMPLATE_SUFFIX) else "file"
                 entries.append(Entry(rel, kind, stat.S_IMODE(st.st_mode), _sha256(full)))
             else:
                 raise RecipeError(f"{full}: device nodes, fifos and sockets are not copied from overlays",
                                   hint="create them with a hook if the image really needs them")
+    for nlink, *seen in links.values():
+        if len(seen) < nlink:      # another name of this file is outside the overlay (a host file)
+            raise RecipeError(f"{seen[0]}: a hard link to a file outside the overlay",
+                              hint="copy the file into the overlay (cp, not ln): its content would be "
+                                   "whatever the other file holds when the image is built")
     return entries
 
 
@@ -121,9 +136,21 @@ def tree_digest(entries: list[Entry], meta: OverlayMeta) -> str:
 
 def environment(root: Path):
     # Jinja2 is imported only by builds that have overlays (it costs 40 ms of every start).
-    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
     from jinja2.sandbox import SandboxedEnvironment
-    return SandboxedEnvironment(loader=FileSystemLoader(str(root)), undefined=StrictUndefined,
+
+    class InsideLoader(FileSystemLoader):
+        """Templates only from the overlay itself: an include or import that goes through a
+        symbolic link (the overlay may hold links to the image's own paths, such as
+        /etc/shadow) would read the build host's file."""
+        def get_source(self, environment, template):
+            top = os.path.realpath(root)
+            path = os.path.join(top, *template.split("/"))
+            if os.path.realpath(path) != os.path.normpath(path) or not path.startswith(top + os.sep):
+                raise TemplateNotFound(f"{template} (a template may not be read through a symbolic link)")
+            return super().get_source(environment, template)
+
+    return SandboxedEnvironment(loader=InsideLoader(str(root)), undefined=StrictUndefined,
                                 keep_trailing_newline=True, autoescape=False)
 
 
@@ -201,7 +228,7 @@ def _meta_for(meta_: OverlayMeta, path: str) -> FileMeta:
 
 
 def _render_one(env, root: Path, path: str, variables: Mapping[str, Any]) -> bytes:
-    from jinja2 import TemplateSyntaxError, UndefinedError
+    from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
     from jinja2.sandbox import SecurityError
     full = Path(root) / path
     try:
@@ -213,6 +240,9 @@ def _render_one(env, root: Path, path: str, variables: Mapping[str, Any]) -> byt
         raise RecipeError(f"{full}:{_template_line(exc, full)}: refused by the template sandbox: {exc}") from None
     except TemplateSyntaxError as exc:
         raise RecipeError(f"{full}:{exc.lineno}: template syntax: {exc.message}") from None
+    except TemplateNotFound as exc:
+        raise RecipeError(f"{full}:{_template_line(exc, full)}: no template {exc.message}",
+                          hint="include or import only templates of the overlay itself, by their path in it")
 
 
 def _template_line(exc: BaseException, full: Path) -> int:

@@ -200,3 +200,46 @@ def test_the_shipped_example_site_renders(monkeypatch):
     paths = Paths.default()
     facts = overlay_facts(load_recipe("example-site", paths.search), paths, "example")
     assert facts["lab-base"]["vars"]["site_name"] == "Example Lab"
+
+
+def test_a_hard_link_to_a_host_file_is_refused_and_one_within_the_overlay_kept(tmp_path):
+    src = overlay(tmp_path, {"etc/a": "a\n"})
+    os.link(src / "etc/a", src / "etc/b")                          # both names inside: fine
+    assert {"etc/a", "etc/b"} <= set(rendered(src, {}))
+    host = tmp_path / "host-secret"
+    host.write_text("secret\n")
+    os.link(host, src / "etc/leak")
+    with pytest.raises(RecipeError, match="etc/leak: a hard link to a file outside the overlay"):
+        render.scan(src)
+
+
+def test_a_file_too_big_for_an_overlay_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    src = overlay(tmp_path, {"small": "x"})
+    with open(src / "sparse.img", "wb") as fh:                     # sparse: costs no disk
+        fh.truncate(render.MAX_FILE_BYTES + 1)
+    with pytest.raises(RecipeError, match="sparse.img: 512 MiB, more than an overlay file may be"):
+        render.scan(src)
+
+
+@pytest.mark.parametrize("include", ["leak", "../../host-secret", "/etc/hostname", "sub/../../host-secret"])
+def test_a_template_cannot_read_outside_its_overlay(tmp_path, include):
+    (tmp_path / "host-secret").write_text("s3cr3t-content\n")
+    src = overlay(tmp_path, {"x.j2": f"{{% include '{include}' %}}"})
+    (src / "leak").symlink_to(tmp_path / "host-secret")
+    with pytest.raises(RecipeError, match="x.j2:1: no template") as exc:
+        render.render(src, render.scan(src), render.OverlayMeta(), {})
+    assert "s3cr3t-content" not in str(exc.value)
+
+
+@pytest.mark.parametrize("code", ["{{ self.__init__.__globals__ }}", "{{ cycler.__init__.__globals__.os.environ }}",
+                                  "{{ lipsum.__globals__['os'].environ }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                                  "{{ range.__self__ }}", "{{ config }}"])
+def test_templates_reach_neither_python_internals_nor_the_environment(tmp_path, code, monkeypatch):
+    monkeypatch.setenv("DISTONET_TEST_SECRET", "hunter2")
+    src = overlay(tmp_path, {"x.j2": code})
+    try:
+        out = render.render(src, render.scan(src), render.OverlayMeta(), {})
+    except RecipeError as exc:
+        assert "x.j2:1:" in str(exc) and "hunter2" not in str(exc)
+    else:
+        assert b"hunter2" not in out[0].data and b"environ" not in out[0].data
