@@ -12,6 +12,7 @@ lands mid-command), `publish:<recipe>:copied|committed`, `cache:push:<stage>`,
     term   SIGTERM this process      int   SIGINT to this process's group (a terminal's Ctrl-C)
     hang   sleep until killed (to exercise timeouts)
     full   raise ENOSPC (a full file system)
+    stop   SIGSTOP this process: a test changes the world (stops a server), then SIGCONTs it
 
 A fault fires once per process: `DISTONET_FAULT_ONCE=<file>` makes it fire once in all (the
 file is created when it fires), so a retried step goes on. Without the variable, `point` costs
@@ -30,7 +31,7 @@ from .errors import BuildError
 
 ENV = "DISTONET_FAULT"
 ONCE_ENV = "DISTONET_FAULT_ONCE"
-ACTIONS = ("fail", "kill", "term", "int", "hang", "full")
+ACTIONS = ("fail", "kill", "term", "int", "hang", "full", "stop")
 
 
 class InjectedFault(BuildError):
@@ -82,6 +83,9 @@ def fire(name: str, action: str) -> None:
     if action == "hang":
         while True:
             time.sleep(3600)
+    if action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     if action == "int":
         os.killpg(os.getpgrp(), signal.SIGINT)
     else:

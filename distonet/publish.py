@@ -364,8 +364,13 @@ def publish(out_dir: Path, share: str, *, keep: int = 5, force: bool = False, si
         diff = buildreport.package_diff(m, before, buildreport.store_changelogs(stages_dir, m))
         page = Path(tmp) / buildreport.REPORT
         page.write_text(buildreport.render_report(m, diff, signed=bool(sign_key)))
-        result = target.publish(out_dir, m, keep=keep, sign_key=sign_key, gnupg_home=gnupg_home, runner=runner,
-                                extras={buildreport.REPORT: page})
+        try:
+            result = target.publish(out_dir, m, keep=keep, sign_key=sign_key, gnupg_home=gnupg_home,
+                                    runner=runner, extras={buildreport.REPORT: page})
+        except OSError as exc:   # the share went away (requests' errors are OSErrors too)
+            raise BuildError(f"publish {m.recipe} to {target}: {exc}",
+                             hint="check that the share is reachable, then publish again: what arrived "
+                                  "whole is kept, and nothing counts as published until all of it has") from None
         if hasattr(target, "write_index"):
             target.write_index(m.recipe)
     log.info(f"published {m.recipe} {m.build_id}: {result.where}"

@@ -157,6 +157,8 @@ class Access(Model):
     root_password_hash: Optional[CryptHash] = Field(
         None, description="crypt(3) hash (openssl passwd -6); '!' locks; root stays locked without it")
     ssh_keys: tuple[SshKey, ...] = Field((), max_length=1000, description="public keys for root's authorized_keys")
+    ssh_password_login: bool = Field(False, description="let sshd take passwords (off: keys only, "
+                                                        "whatever the distribution's default)")
 
 
 def _outputs_model() -> type[BaseModel]:

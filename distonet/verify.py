@@ -224,7 +224,28 @@ def verify_outputs(paths: Paths, report: Report, recipes: list[str] | None = Non
                 listed[rel.lstrip("*")] = digest
         if listed != {a.path: a.sha256 for a in m.artifacts}:
             bad.append(f"{SUMS} does not list the manifest's artifacts")
+        bad += [f"hygiene: {p}" for p in _hygiene(paths, build, m)]
         if bad:
             report.problems += [f"{m.recipe} build {m.build_id}: {b}" for b in bad]
         else:
             report.checked.append(f"{m.recipe} build {m.build_id}: {len(m.artifacts)} artifacts match their digests")
+
+
+def _hygiene(paths: Paths, build: Path, m: Manifest) -> list[str]:
+    """hygiene.py's checks: the artifacts, and the sealed image (its layers mounted read-only,
+    when the store still holds them)."""
+    from . import hygiene
+    problems = hygiene.check_artifacts(build, m.artifacts, m.resolved_recipe, m.recipe)
+    store = StageStore(paths.stages)
+    keys = [s["key"] for s in reversed(m.stages)]          # topmost first
+    if not keys or not all(store.done(k) for k in keys):
+        return problems
+    enter_private_mounts()
+    merged = paths.work / f"hygiene-{os.getpid()}-{keys[0][:12]}"
+    with Ledger(paths.ledger) as ledger:
+        root = store.mount(ledger, keys, merged) if len(keys) > 1 else store.tree(keys[0])
+        problems += hygiene.check_tree(root, m.resolved_recipe)
+        sbom = next((build / a.path for a in m.artifacts if a.kind == "sbom"), None)
+        if sbom is not None and sbom.is_file():
+            problems += hygiene.check_sbom(root, sbom)
+    return problems

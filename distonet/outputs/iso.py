@@ -10,7 +10,9 @@ Files are taken from the outputs the ISO needs (their artifacts), never by name.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +66,39 @@ def efi_image(ctx: OutputContext, label: str) -> Path:
     return img
 
 
+@contextlib.contextmanager
+def pycdlib_pinned(epoch: int, seed: str):
+    """pycdlib dates every volume descriptor and directory record with time.time() in local
+    time, and gives the hybrid image's MBR and GPT random ids (random, uuid4), with no way to
+    set them: while the ISO is made its modules see a clock stopped at the build's epoch, in
+    UTC, and ids drawn from `seed` (the recipe's), so the same image gives the same bytes."""
+    import itertools
+    import random
+    import types
+    import uuid
+    import pycdlib.dates
+    import pycdlib.headervd
+    import pycdlib.isohybrid
+    import pycdlib.pycdlib
+    count = itertools.count()
+    ns = uuid.uuid5(uuid.NAMESPACE_URL, f"distonet:iso:{seed}")
+    stopped = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    stopped.time = lambda: float(epoch)
+    stopped.localtime = time.gmtime
+    ids = types.SimpleNamespace(UUID=uuid.UUID, uuid4=lambda: uuid.uuid5(ns, str(next(count))))
+    rng = random.Random(str(ns))
+    patches = [(m, "time", stopped) for m in (pycdlib.dates, pycdlib.headervd, pycdlib.pycdlib)] if epoch else []
+    patches += [(pycdlib.isohybrid, "uuid", ids), (pycdlib.isohybrid, "random", rng)]
+    saved = [(m, name, getattr(m, name)) for m, name, _ in patches]
+    try:
+        for m, name, value in patches:
+            setattr(m, name, value)
+        yield
+    finally:
+        for m, name, value in saved:
+            setattr(m, name, value)
+
+
 def write_iso(dest: Path, label: str, files: dict[str, Path | bytes]) -> None:
     """`files`: ISO path (lower case, as Rock Ridge and Joliet show it) -> content."""
     import io
@@ -115,6 +150,7 @@ class Iso(Output):
     needs = ("squashfs", "kernel")
     reads = ("boot",)
     tools = ("grub-mkimage", "mkfs.fat", "mmd", "mcopy")
+    version = 2     # 2: reproducible (pycdlib_pinned, the EFI image's dates)
 
     @classmethod
     def content_digest(cls) -> str:
@@ -145,5 +181,6 @@ class Iso(Output):
         }
         final = ctx.out / f"{recipe}.iso"
         with atomic_path(final) as tmp:
-            write_iso(tmp, label, files)
+            with pycdlib_pinned(ctx.build.epoch, ctx.build.root_uuid):
+                write_iso(tmp, label, files)
         return [Artifact.of("iso", final, ctx.out, format="iso9660+hybrid")]

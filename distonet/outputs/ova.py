@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 import uuid as uuidlib
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from .. import templates
+from ..errors import BuildError
 from ..fsutil import atomic_path
 from ..manifest import Artifact
 from .base import Options, Output, OutputContext
@@ -88,13 +90,26 @@ def vmdk_argv(raw: Path, vmdk: Path) -> list[str]:
             str(raw), str(vmdk)]
 
 
+def set_vmdk_cid(vmdk: Path, cid: str) -> None:
+    """qemu-img gives each new VMDK a random content id (CID=%08x in the descriptor, sector 1):
+    one derived from the recipe instead, so that the same disk gives the same bytes."""
+    with open(vmdk, "r+b") as fh:
+        fh.seek(512)
+        head = fh.read(1024)
+        at = head.find(b"\nCID=")
+        if at < 0 or not re.fullmatch(rb"[0-9a-f]{8}", head[at + 5:at + 13]):
+            raise BuildError(f"{vmdk}: no content id where qemu-img writes it")
+        fh.seek(512 + at + 5)
+        fh.write(cid.encode())
+
+
 class Ova(Output):
     name = "ova"
     Options = OvaOptions
     needs = ("disk",)
     reads = ("description",)
     tools = ("qemu-img",)
-
+    version = 2     # 2: the VMDK's content id from the recipe
     @classmethod
     def content_digest(cls) -> str:
         return templates.digest("ova")
@@ -109,6 +124,7 @@ class Ova(Output):
         raw = ctx.input("disk", "disk")
         vmdk = ctx.work / f"{name}-disk1.vmdk"
         ctx.runner(vmdk_argv(raw, vmdk))
+        set_vmdk_cid(vmdk, uuidlib.uuid5(uuidlib.UUID(ctx.build.root_uuid), "vmdk").hex[:8])
         disk = {"href": vmdk.name, "size": vmdk.stat().st_size, "capacity": raw.stat().st_size}
         ovf = envelope(name, ctx.reads["description"], o, disk).encode()
         mf = manifest({f"{name}.ovf": ovf, vmdk.name: vmdk}, o.digest).encode()

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ..fsutil import atomic_path
 from ..manifest import Artifact
+from ..reproducible import epoch_env
 from .base import Options, Output, OutputContext
 
 
@@ -34,6 +35,7 @@ class Squashfs(Output):
     Options = SquashfsOptions
     needs_tree = True
     tools = ("mksquashfs",)
+    version = 2     # 2: reproducible (reproducible.py)
 
     @classmethod
     def files(cls, options) -> list[str]:
@@ -43,5 +45,6 @@ class Squashfs(Output):
     def make(cls, ctx: OutputContext) -> list[Artifact]:
         final = ctx.out / "root.squashfs"
         with atomic_path(final) as tmp:
-            ctx.runner(mksquashfs_argv(ctx.tree, tmp, ctx.options))
+            # SOURCE_DATE_EPOCH: mksquashfs dates the file system and every inode with it
+            ctx.runner(mksquashfs_argv(ctx.tree, tmp, ctx.options), env=epoch_env(ctx.build.epoch))
         return [Artifact.of("squashfs", final, ctx.out, format=f"squashfs+{ctx.options.compression}")]

@@ -57,6 +57,10 @@ def _remove(root: Path, pattern: str) -> None:
             os.unlink(path)
 
 
+SSHD_KEYS_ONLY = ("# made by distonet: keys only (access.ssh_password_login: true in the recipe opens passwords)\n"
+                  "PasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+
+
 def fstab(root_uuid: str) -> str:
     return f"# made by distonet\nUUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
 
@@ -91,6 +95,11 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
         dropin = root / "etc/systemd/system/ssh.service.d"
         dropin.mkdir(parents=True, exist_ok=True)
         (dropin / "distonet-hostkeys.conf").write_text(SSH_KEYGEN_DROPIN)
+        if not inputs["access"].get("ssh_password_login"):
+            # Debian's sshd takes passwords unless told not to; sshd_config includes these first.
+            conf = root / "etc/ssh/sshd_config.d"
+            conf.mkdir(parents=True, exist_ok=True)
+            (conf / "00-distonet.conf").write_text(SSHD_KEYS_ONLY)
     if inputs.get("network", {}).get("dhcp") and (root / "usr/lib/systemd/system/systemd-networkd.service").exists():
         netdir = root / "etc/systemd/network"
         netdir.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,21 @@ def no_leaks(request, project_paths):
         assert leftovers(project_paths) == [], "a build or test left mounts or loop devices behind"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def every_build_verified(request, project_paths):
+    """At the end of a session that built images: every build it left in output/ is sound and
+    clean (`distonet verify`: digests, and hygiene.py's checks of the image and its artifacts)."""
+    started = time.time()
+    yield
+    if not any("integration" in item.keywords for item in request.session.items):
+        return
+    from distonet.verify import verify
+    made = [m.parent.name for m in project_paths.output.glob("*/manifest.json") if m.stat().st_mtime >= started]
+    if made:
+        report = verify(project_paths, recipes=made)
+        assert report.sound, "builds of this session are unsound or leak:\n" + "\n".join(report.problems)
+
+
 @pytest.fixture(scope="session")
 def minimal_build(project_paths):
     """Build `minimal` once for the session through doit, as the README documents."""

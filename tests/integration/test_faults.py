@@ -19,6 +19,7 @@ from distonet.paths import Paths
 from distonet.publish import PARTIAL, LocalShare
 from distonet.verify import verify
 from tests.integration.conftest import distonet, leftovers, plan_for, wait_for
+from tests.integration.test_publish_shares import registry, sshd  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +39,9 @@ def cases(points, every: bool):
     return [pytest.param(p, a, id=f"{p}-{a}") for p, a in zip(points, itertools.cycle(ACTIONS))]
 
 
-def run(recipes, *args, fault: str | None = None, timeout=900) -> subprocess.CompletedProcess:
+def run(recipes, *args, fault: str | None = None, timeout=900, env: dict | None = None) -> subprocess.CompletedProcess:
     """`distonet ARGS` as a user's shell starts it (its own process group, SIGINT at its default)."""
-    env = dict(os.environ, DISTONET_RECIPES=str(recipes))
+    env = dict(os.environ, DISTONET_RECIPES=str(recipes), **(env or {}))
     if fault:
         env["DISTONET_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "distonet", *args], cwd=PROJECT_ROOT, env=env,
@@ -119,3 +120,188 @@ def test_a_publish_faulted_at_a_point_leaves_the_share_whole(minimal_plan, recip
     assert s.latest(name) == plan.build_id and s.builds(name) == [plan.build_id]
     assert not [p for p in (share / name).iterdir() if p.name.startswith(PARTIAL)]   # the resumed copy went in
     distonet("clean", name, recipes=recipes)
+
+
+def small_fs(tmp_path, name: str, mib: int):
+    """A small ext4 file system, loop-mounted (the mount's loop device goes with its umount)."""
+    image, mnt = tmp_path / f"{name}.img", tmp_path / name
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image), f"{mib}M"], check=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    return image, mnt
+
+
+def unmount(mnt) -> None:
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_output_disk_fails_clearly_and_leaves_no_half_artifact(minimal_plan, recipes, tmp_path):
+    name = "fullout"
+    faulty_recipe(recipes, tmp_path, name, "full\n")
+    _, out = small_fs(tmp_path, "output", 160)
+    try:
+        env = dict(DISTONET_OUTPUT=str(out))
+        proc = run(recipes, "build", name, env=env)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+        wait_for(lambda: leftovers(Paths.default()) == [], 60, "the failed build's leftovers to vanish")
+        assert not (out / name).exists()                                   # no build appeared
+        assert not [p for p in out.rglob("*") if ".tmp" in p.name]        # no half-written artifact
+    finally:
+        unmount(out)
+    again = run(recipes, "build", name)                                    # room again: it completes
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert verify(Paths.default(), recipes=[name]).sound
+    distonet("clean", name, recipes=recipes)
+
+
+@pytest.mark.nightly
+def test_a_full_stage_store_fails_clearly_then_completes_once_it_has_room(recipes, tmp_path):
+    image, cache = small_fs(tmp_path, "cache", 120)
+    try:
+        for shared in ("apt-archives", "apt-lists", "archive"):               # downloads, not stages
+            if (Paths.default().cache / shared).exists():
+                os.symlink(Paths.default().cache / shared, cache / shared)
+        env = dict(DISTONET_CACHE=str(cache), DISTONET_OUTPUT=str(tmp_path / "output"))
+        proc = run(recipes, "build", "minimal", env=env)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        small = Paths(recipes=recipes, cache=cache, output=tmp_path / "output")
+        wait_for(lambda: leftovers(small) == [], 60, "the failed build's leftovers to vanish")
+        assert not list(small.stages.glob("*.partial-*")) and verify(small).sound
+        subprocess.run(["truncate", "-s", "3G", str(image)], check=True)      # room: grow it online
+        loop = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(cache)], capture_output=True,
+                              text=True).stdout.strip()
+        subprocess.run(["losetup", "-c", loop], check=True)
+        subprocess.run(["resize2fs", loop], check=True, capture_output=True)
+        again = run(recipes, "build", "minimal", env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert verify(small).sound
+    finally:
+        unmount(cache)
+
+
+def test_a_hung_command_is_ended_by_its_timeout(minimal_plan, recipes, tmp_path):
+    name = "hung"
+    hook = recipes.parent / "hooks/chroot/hang/post-install/10-hang"
+    hook.parent.mkdir(parents=True)
+    hook.write_text("#!/bin/sh\nsleep 100000\n")
+    hook.chmod(0o755)
+    (recipes / f"{name}.yaml").write_text(f"extends: minimal\nhostname: {name}\nhooks: [hang]\n"
+                                          "replace: [outputs]\noutputs: {kernel: {}}\n")
+    proc = run(recipes, "build", name, env={"DISTONET_COMMAND_TIMEOUT": "10"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "timed out after 10s and was killed" in proc.stderr
+    wait_for(lambda: leftovers(Paths.default()) == [], 60, "the hung build's leftovers to vanish")
+    hook.write_text("#!/bin/sh\ntrue\n")                                   # fixed: the next run completes
+    again = run(recipes, "build", name)
+    assert again.returncode == 0, again.stderr[-3000:]
+    distonet("clean", name, recipes=recipes)
+
+
+def stopped(proc) -> bool:
+    try:
+        return open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+def publish_with_the_share_going_away(tmp_path, spec: str, stop_server, start_server, extra=()):
+    """Publish a small build; when the first files are on the share (the `stop` fault), the
+    server goes away; the publish then fails with a clear error and leaves no build on the
+    share; with the server back, the next publish completes."""
+    from tests.integration.test_publish_shares import small_build
+    out = small_build(tmp_path / "build")
+    env = dict(os.environ, DISTONET_FAULT="publish:node:copied:stop")
+    argv = [sys.executable, "-c", "import sys; from distonet.publish import publish; "
+            "publish(__import__('pathlib').Path(sys.argv[1]), sys.argv[2], force=True, "
+            "ssh_options=tuple(sys.argv[3:]))", str(out), spec, *extra]
+    proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: stopped(proc) or proc.poll() is not None, 120, "the publish to reach the share")
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        stop_server()
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    start_server()
+    return out, err
+
+
+def test_the_ssh_share_going_away_mid_publish(tmp_path, sshd):
+    from distonet.publish import publish
+    port, options = sshd
+    share = tmp_path / "remote"
+    spec = f"ssh://root@127.0.0.1:{port}{share}"
+    config = tmp_path / "ssh" / "sshd_config"
+    servers = []
+
+    def stop_server():
+        pid = int((tmp_path / "ssh" / "sshd.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 30, "sshd to stop")
+
+    def start_server():
+        servers.append(subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                                        stderr=subprocess.DEVNULL))
+        wait_for(lambda: subprocess.run(["ssh", "-p", str(port), *options, "root@127.0.0.1", "true"],
+                                        capture_output=True).returncode == 0, 30, "sshd to start again")
+    try:
+        out, err = publish_with_the_share_going_away(tmp_path, spec, stop_server, start_server, options)
+        assert "Connection refused" in err or "connect" in err.lower(), err[-2000:]
+        top = share / "node"
+        assert not (top / "latest").exists() and not [p for p in top.iterdir() if not p.name.startswith(".")]
+        r = publish(out, spec, ssh_options=options, force=True)      # the server is back: it completes
+        assert os.readlink(top / "latest") == r.build_id
+        subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=top / "latest", check=True)
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=10)
+
+
+def test_the_registry_going_away_mid_publish(tmp_path, registry):
+    from distonet.oci import fetch, share_from
+    from distonet.publish import publish
+    port, storage = registry
+    spec = f"oci+http://127.0.0.1:{port}/lab/builds"
+    config = tmp_path / "registry" / "config.yml"
+    servers = []
+
+    def stop_server():
+        for pid in subprocess.run(["pgrep", "-f", f"docker-registry serve {config}"], capture_output=True,
+                                  text=True).stdout.split():
+            os.kill(int(pid), signal.SIGTERM)
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"docker-registry serve {config}"],
+                                        capture_output=True).returncode != 0, 30, "the registry to stop")
+
+    def start_server():
+        import urllib.request
+        servers.append(subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL))
+
+        def up():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).status == 200
+            except OSError:
+                return False
+        wait_for(up, 30, "the registry to start again")
+    try:
+        out, err = publish_with_the_share_going_away(tmp_path, spec, stop_server, start_server)
+        assert "Traceback" not in err, err[-3000:]
+        assert "127.0.0.1" in err, err[-2000:]                     # it names the registry it lost
+        share = share_from(spec)
+        client = share.client()
+        with pytest.raises(Exception):                               # no `latest`: nothing was published
+            client.get_manifest(client.get_container(share.ref("node", "latest")))
+        r = publish(out, spec, force=True)                            # the registry is back: it completes
+        got = fetch(share, "node", r.build_id, tmp_path / "fetched")
+        subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=got, check=True)
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=10)

@@ -54,3 +54,48 @@ def test_two_images_of_trees_made_at_different_times_are_identical(tmp_path):
     assert digests[0] == digests[1]
     fsck = subprocess.run(["e2fsck", "-fn", str(tmp_path / "1.img")], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout
+
+
+def test_an_iso_made_twice_at_different_times_is_identical(tmp_path, monkeypatch):
+    import time
+    from distonet.outputs.iso import ISOLINUX, pycdlib_pinned, write_iso
+    files = {"/isolinux/isolinux.bin": ISOLINUX.read_bytes(), "/efi/efiboot.img": b"\0" * 2048,
+             "/live/readme.txt": b"hello\n"}
+    digests = []
+    for n in (1, 2):
+        monkeypatch.setattr(time, "time", lambda n=n: EPOCH + 5000 * n)   # the host's clock moves on
+        with pycdlib_pinned(EPOCH, "recipe-uuid"):
+            write_iso(tmp_path / f"{n}.iso", "TEST", files)
+        digests.append(hashlib.sha256((tmp_path / f"{n}.iso").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_the_vmdk_content_id_comes_from_the_recipe(tmp_path):
+    from distonet.outputs.ova import set_vmdk_cid, vmdk_argv
+    raw = tmp_path / "d.raw"
+    raw.write_bytes(b"boot" + b"\0" * (1 << 20))
+    digests = []
+    for n in (1, 2):
+        vmdk = tmp_path / f"{n}" / "disk1.vmdk"
+        vmdk.parent.mkdir()
+        run(vmdk_argv(raw, vmdk))
+        set_vmdk_cid(vmdk, "0badc0de")
+        digests.append(hashlib.sha256(vmdk.read_bytes()).hexdigest())
+    assert digests[0] == digests[1] and b"\nCID=0badc0de\n" in vmdk.read_bytes()[:2048]
+    info = subprocess.run(["qemu-img", "check", str(vmdk)], capture_output=True, text=True)
+    assert info.returncode == 0, info.stdout + info.stderr
+
+
+def test_the_nfsroot_tarball_of_a_tree_made_twice_is_identical(tmp_path):
+    from distonet.outputs.nfsroot import tar_argv
+    digests = []
+    for n in (1, 2):
+        tree = tmp_path / f"tree{n}"
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc/hostname").write_text("node\n")
+        os.utime(tree / "etc/hostname", (EPOCH + n * 1000, EPOCH + n * 1000))
+        os.utime(tree / "etc", (EPOCH + n * 1000, EPOCH + n * 1000))
+        os.utime(tree, (EPOCH - 5, EPOCH - 5))
+        run(tar_argv(tree, tmp_path / f"{n}.tar.zst", EPOCH))
+        digests.append(hashlib.sha256((tmp_path / f"{n}.tar.zst").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
