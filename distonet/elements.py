@@ -32,6 +32,9 @@ FINAL_PHASES = ("finalise",)
 HANDLED_OUTSIDE = {"package-installs", "pkg-map"}
 REFUSED = ("root.d", "block-device.d", "pre-finalise.d")   # OS and disk making: distonet's job
 SKIPPED = ("extra-data.d", "cleanup.d")                     # host-side steps: noted, not run
+# Every phase directory diskimage-builder knows: a script in any other never runs (a typo).
+KNOWN_PHASES = ("root.d", "extra-data.d", "pre-install.d", "install.d", "post-install.d", "post-root.d",
+                "block-device.d", "pre-finalise.d", "finalise.d", "cleanup.d", "environment.d")
 
 
 def dib_root() -> Path:
@@ -70,6 +73,14 @@ def resolve(names: tuple[str, ...], local_dirs: tuple[Path, ...], source: str) -
         raise RecipeError(f"{source}: dib.elements: {exc}") from None
     out = [(name, Path(path)) for name, path in found]
     for name, path in out:
+        # Elements keep data in .d directories of their own (init.d, udev.d); one named almost
+        # like a phase is a typo whose scripts would never run.
+        for d in sorted(p for p in path.iterdir() if p.is_dir() and p.name.endswith(".d")):
+            close = difflib.get_close_matches(d.name, KNOWN_PHASES, n=1, cutoff=0.8)
+            if d.name not in KNOWN_PHASES and close:
+                raise RecipeError(f"{source}: dib.elements: element '{name}' ({path}) has {d.name}, which is no "
+                                  f"diskimage-builder phase: its scripts would never run (did you mean {close[0]}?)",
+                                  hint="see docs/elements.md for the phases distonet runs")
         refused = [p for p in REFUSED if _scripts(path / p)]
         if refused:
             raise RecipeError(f"{source}: dib.elements: element '{name}' ({path}) has {', '.join(refused)} "

@@ -167,3 +167,21 @@ def test_package_installs_are_kept_per_content_for_the_next_load(paths, monkeypa
     assert el.element_facts(("devuser",), {}, "trixie", "amd64", paths.element_dirs, "r", paths.cache) == first
     with pytest.raises(AssertionError, match="squashed again"):  # another environment is another result
         el.element_facts(("devuser",), {"DIB_X": "1"}, "trixie", "amd64", paths.element_dirs, "r", paths.cache)
+
+
+def test_a_script_in_no_phase_is_refused_with_the_phase_meant(paths):
+    element(paths, "typo", {"instal.d/10-x": "#!/bin/sh\n"})
+    with pytest.raises(RecipeError, match=r"element 'typo' .* has instal.d, which is no diskimage-builder "
+                                          r"phase: its scripts would never run \(did you mean install.d\?\)"):
+        resolve(("typo",), paths.element_dirs, "r")
+
+
+def test_a_missing_dependency_is_named(paths):
+    element(paths, "needy", {"element-deps": "no-such-element\n", "install.d/10-x": "#!/bin/sh\n"})
+    with pytest.raises(RecipeError, match="^r: dib.elements: .*no-such-element"):
+        resolve(("needy",), paths.element_dirs, "r")
+
+
+def test_an_elements_own_data_directories_are_not_phases(paths):
+    element(paths, "datad", {"udev.d/70-x.rules": "x\n", "init.d/x": "x\n", "install.d/10-x": "#!/bin/sh\n"})
+    assert "datad" in dict(resolve(("datad",), paths.element_dirs, "r"))
