@@ -20,9 +20,13 @@ class RecipeError(DistonetError):
 class CommandError(DistonetError):
     """An external command failed; the message shows it shell-quoted."""
     returncode: int | None = None
+    timeout: float | None = None       # set when the command ran out of time and was killed
 
     def failed(self, what: str) -> "BuildError":
         """`what failed (exit N):` and the command's last lines (what follows the first line)."""
+        if self.timeout is not None:
+            return BuildError(f"{what} timed out after {self.timeout:g}s and was killed",
+                              hint="a command hung; DISTONET_COMMAND_TIMEOUT (seconds) sets the bound")
         text = str(self)
         tail = text.split("\n", 1)[1] if "\n" in text else ""
         return BuildError(f"{what} failed" + (f" (exit {self.returncode})" if self.returncode else "")

@@ -72,7 +72,10 @@ def run(argv: Sequence[str], *, check: bool = True, capture: bool = False, env: 
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        raise CommandError(f"command timed out after {timeout:.0f}s and was killed: {shlex.join(argv)}") from None
+        error = CommandError(f"command timed out after {timeout:g}s and was killed: {shlex.join(argv)}",
+                             hint="a command hung; DISTONET_COMMAND_TIMEOUT (seconds) sets the bound")
+        error.timeout = timeout
+        raise error from None
     except BaseException:
         _kill_group(proc)
         raise

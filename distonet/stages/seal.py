@@ -61,6 +61,15 @@ SSHD_KEYS_ONLY = ("# made by distonet: keys only (access.ssh_password_login: tru
                   "PasswordAuthentication no\nKbdInteractiveAuthentication no\n")
 
 
+def _apt_uid(root: Path) -> int:
+    passwd = root / "etc/passwd"
+    for line in passwd.read_text().splitlines() if passwd.is_file() else []:
+        fields = line.split(":")
+        if fields[0] == "_apt" and len(fields) > 2 and fields[2].isdigit():
+            return int(fields[2])
+    return 0
+
+
 def fstab(root_uuid: str) -> str:
     return f"# made by distonet\nUUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
 
@@ -77,6 +86,12 @@ def seal_tree(root: Path, inputs: dict, runner: Runner) -> None:
         text = sources.read_text()
         if "URIs: file:" in text and "Enabled: no" not in text:  # the build host's path: not on a node
             sources.write_text(text + "Enabled: no\n")
+    for partial in ("var/cache/apt/archives/partial", "var/lib/apt/lists/partial"):
+        # apt gives these to _apt when it downloads: whether it did in the build depends on
+        # the host's caches, not on the image; the owner apt would give them, always
+        if (root / partial).is_dir():
+            os.chown(root / partial, _apt_uid(root), 0)
+            (root / partial).chmod(0o700)
     resolv = root / "etc/resolv.conf"
     if resolv.exists() and not resolv.is_symlink():
         resolv.unlink()  # the build host's resolvers: never shipped
@@ -128,7 +143,7 @@ class Seal(StageKind):
     kind = "seal"
     doc = "the image's identity"
     order = 100
-    version = 6
+    version = 7
     tools = ("dpkg-query", "chpasswd")
 
     @classmethod

@@ -31,6 +31,7 @@ def start(recipes, *args, **kw):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
+@pytest.mark.nightly
 def test_four_builds_sharing_stages_with_prune_and_publish_beside_them(minimal_build, recipes, tmp_path):
     names = ["load-a", "load-b", "load-c", "load-d"]
     for n in names[:2]:          # a and b share a new package layer: one builds it, the other waits

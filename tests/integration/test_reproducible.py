@@ -16,6 +16,7 @@ from distonet.manifest import Manifest
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.nightly
 def test_a_cold_rebuild_elsewhere_gives_the_same_bytes(minimal_build, minimal_plan, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()

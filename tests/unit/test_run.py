@@ -43,3 +43,14 @@ def test_a_hung_command_is_killed_with_its_group(tmp_path):
     child = int(pidfile.read_text())
     time.sleep(0.2)
     assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
+
+
+def test_a_hung_command_is_killed_and_says_so_through_its_callers():
+    from distonet.errors import CommandError
+    from distonet.host.run import run
+    with pytest.raises(CommandError) as exc:
+        run(["sleep", "30"], timeout=0.5)
+    assert exc.value.timeout == 0.5 and "timed out after 0.5s and was killed: sleep 30" in str(exc.value)
+    said = str(exc.value.failed("hook site/post-install/10-x"))
+    assert said.startswith("hook site/post-install/10-x timed out after 0.5s and was killed")
+    assert "DISTONET_COMMAND_TIMEOUT" in said
