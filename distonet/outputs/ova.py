@@ -91,16 +91,22 @@ def vmdk_argv(raw: Path, vmdk: Path) -> list[str]:
 
 
 def set_vmdk_cid(vmdk: Path, cid: str) -> None:
-    """qemu-img gives each new VMDK a random content id (CID=%08x in the descriptor, sector 1):
-    one derived from the recipe instead, so that the same disk gives the same bytes."""
+    """qemu-img gives each new VMDK a random content id (`CID=%x` in the embedded descriptor,
+    so of varying length): one derived from the recipe instead, the descriptor written again in
+    its fixed-size area, so that the same disk gives the same bytes."""
+    import struct
     with open(vmdk, "r+b") as fh:
-        fh.seek(512)
-        head = fh.read(1024)
-        at = head.find(b"\nCID=")
-        if at < 0 or not re.fullmatch(rb"[0-9a-f]{8}", head[at + 5:at + 13]):
-            raise BuildError(f"{vmdk}: no content id where qemu-img writes it")
-        fh.seek(512 + at + 5)
-        fh.write(cid.encode())
+        header = fh.read(512)
+        if header[:4] != b"KDMV":
+            raise BuildError(f"{vmdk}: not a sparse VMDK")
+        offset, size = struct.unpack_from("<QQ", header, 28)
+        fh.seek(offset * 512)
+        area = fh.read(size * 512)
+        text, n = re.subn(rb"\nCID=[0-9a-fA-F]+\n", f"\nCID={cid}\n".encode(), area.rstrip(b"\0"), count=1)
+        if n != 1 or len(text) > len(area):
+            raise BuildError(f"{vmdk}: no content id in its descriptor where qemu-img writes it")
+        fh.seek(offset * 512)
+        fh.write(text.ljust(len(area), b"\0"))
 
 
 class Ova(Output):

@@ -42,7 +42,7 @@ class Rootfs(Output):
     name = "rootfs"
     Options = RootfsOptions
     needs_tree = True
-    tools = ("mkfs.ext4", "debugfs")
+    tools = ("mkfs.ext4", "debugfs", "dumpe2fs")
     version = 2     # 2: inode times from the build's epoch (reproducible.py)
 
     @classmethod

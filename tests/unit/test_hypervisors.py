@@ -81,8 +81,10 @@ def test_xen_output_takes_its_disk_from_the_context(paths, tmp_path):
 
 def fake_vmdk(argv):
     """A stream-optimized VMDK's start: the header, then the descriptor with qemu's random CID."""
+    import struct
     descriptor = b"# Disk DescriptorFile\nversion=1\nCID=5eed1e55\nparentCID=ffffffff\n"
-    Path(argv[-1]).write_bytes((b"KDMV" + b"\1" * 508 + descriptor).ljust(5000, b"\0"))
+    header = b"KDMV" + struct.pack("<IIQQQQ", 3, 0, 2048, 128, 1, 20)
+    Path(argv[-1]).write_bytes((header.ljust(512, b"\1") + descriptor).ljust(5000, b"\0"))
 
 
 def build_ova(paths, tmp_path, text="extends: minimal\noutputs: {ova: {memory_mib: 3072, vcpus: 4}}\n"):
