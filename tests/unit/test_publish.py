@@ -139,16 +139,19 @@ def test_the_signature_verifies_with_gpg(tmp_path):
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "builds@example.invalid",
-                    "ed25519", "sign", "never"], env=env, check=True, capture_output=True)
-    out = build(tmp_path / "b1", "id1", "2026-11-01T00:00:00")
-    publish(out, str(tmp_path / "share"), sign_key="builds@example.invalid", gnupg_home=str(home))
-    d = tmp_path / "share/node/latest"
-    subprocess.run(["gpg", "--batch", "--verify", str(d / "SHA256SUMS.asc"), str(d / "SHA256SUMS")],
-                   env=env, check=True, capture_output=True)
-    (d / "SHA256SUMS").write_text((d / "SHA256SUMS").read_text().replace("rootfs", "rootfx"))
-    assert subprocess.run(["gpg", "--batch", "--verify", str(d / "SHA256SUMS.asc"), str(d / "SHA256SUMS")],
-                          env=env, capture_output=True).returncode != 0
+    try:
+        subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "builds@example.invalid",
+                        "ed25519", "sign", "never"], env=env, check=True, capture_output=True)
+        out = build(tmp_path / "b1", "id1", "2026-11-01T00:00:00")
+        publish(out, str(tmp_path / "share"), sign_key="builds@example.invalid", gnupg_home=str(home))
+        d = tmp_path / "share/node/latest"
+        subprocess.run(["gpg", "--batch", "--verify", str(d / "SHA256SUMS.asc"), str(d / "SHA256SUMS")],
+                       env=env, check=True, capture_output=True)
+        (d / "SHA256SUMS").write_text((d / "SHA256SUMS").read_text().replace("rootfs", "rootfx"))
+        assert subprocess.run(["gpg", "--batch", "--verify", str(d / "SHA256SUMS.asc"), str(d / "SHA256SUMS")],
+                              env=env, capture_output=True).returncode != 0
+    finally:   # gpg started an agent for this home: it is the test's to end
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
 
 
 def test_settings_from_the_command_line_or_the_site_file():
