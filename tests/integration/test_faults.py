@@ -344,3 +344,39 @@ def test_the_mirror_unreachable_mid_build(minimal_plan, recipes):
     again = run(recipes, "build", name)
     assert again.returncode == 0, again.stderr[-3000:]
     distonet("clean", name, recipes=recipes)
+
+
+@pytest.mark.nightly
+def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_path):
+    """A builder killed while it pushes a stage to the shared cache leaves no entry (the record
+    is the commit); `push-stages` then pushes it. A fresh builder killed in the middle of
+    unpacking a pulled stage leaves no stage; its next build pulls every stage and runs none."""
+    name = "cached"
+    faulty_recipe(recipes, tmp_path, name, "cache\n")
+    shared = tmp_path / "stage-cache"
+    env = {"DISTONET_STAGE_CACHE": str(shared)}
+    proc = run(recipes, "build", name, env=env, fault="cache:push:overlay.f:kill")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    wait_for(lambda: leftovers(Paths.default()) == [], 60, "the killed build's leftovers to vanish")
+    plan = plan_for(name, recipes)
+    overlay_key = plan.stage("overlay.f").key
+    assert not (shared / f"{overlay_key}.json").exists()           # no half entry counts
+    pushed = run(recipes, "push-stages", name, "--cache", str(shared))
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert all((shared / f"{s.key}.json").exists() for s in plan.stages)
+
+    fresh = tmp_path / "fresh"
+    (fresh / "cache").mkdir(parents=True)
+    for kept in ("apt-archives", "apt-lists", "archive"):
+        if (Paths.default().cache / kept).exists():
+            os.symlink(Paths.default().cache / kept, fresh / "cache" / kept)
+    env = {**env, "DISTONET_CACHE": str(fresh / "cache"), "DISTONET_OUTPUT": str(fresh / "output")}
+    killed = run(recipes, "build", name, env=env, fault="command:tar:kill")       # mid-unpack
+    assert killed.returncode == -signal.SIGKILL
+    store = Paths(recipes=recipes, cache=fresh / "cache", output=fresh / "output")
+    wait_for(lambda: leftovers(store) == [], 60, "the killed pull's leftovers to vanish")
+    assert not any(StageStore(store.stages).done(s.key) for s in plan.stages[:1])
+    again = run(recipes, "build", name, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pulled" in again.stderr and verify(store).sound
+    distonet("clean", name, recipes=recipes)
