@@ -84,3 +84,11 @@ def test_an_artifact_changed_after_the_build_is_unsound(tmp_path):
     r = Report()
     verify_outputs(paths, r)
     assert r.problems == ["r build 1-2: rootfs.img does not match its SHA-256"]
+
+
+def test_a_package_that_diverts_a_path_keeps_its_own_file_there(tmp_path):
+    # dash diverts /bin/sh away from other packages, and ships /bin/sh itself; the usr-merge
+    # diversions name targets that never exist
+    lists = dpkg_tree(tmp_path, {"bin/sh": b"dash", "lib64/ld.so": b"ld", "usr/x": b""}, ["/bin/sh", "/lib64/ld.so"],
+                      diversions="/bin/sh\n/bin/sh.distrib\ndash\n/lib64/ld.so\n/lib64/ld.so.usr-is-merged\nlibc6\n")
+    assert _check_lists(tmp_path, lists, content=True) == []
