@@ -246,6 +246,7 @@ def publish_with_the_share_going_away(tmp_path, spec: str, stop_server, start_se
     return out, err
 
 
+@pytest.mark.nightly
 def test_the_ssh_share_going_away_mid_publish(tmp_path, sshd):
     from distonet.publish import publish
     port, options = sshd
@@ -322,6 +323,7 @@ def test_the_registry_going_away_mid_publish(tmp_path, registry):
             s.wait(timeout=10)
 
 
+@pytest.mark.nightly          # a package layer installed twice: CI keeps its minutes for the boots
 def test_the_mirror_unreachable_mid_build(minimal_plan, recipes):
     """The plan has read the archive's state; then, in the package stage, apt cannot reach the
     mirror (its downloads go through a proxy that is gone). A clear error, nothing left, and
