@@ -178,19 +178,23 @@ class StageStore:
         _in_flight[str(self.dir(key))] = InFlight(key, tree, partial, stamp, copy, resources, after)
         return stamp
 
-    def clear_dead_partials(self) -> list[Path]:
-        """Partials of any key whose builder is gone (its build lock is free): a killed build's."""
-        gone = []
+    def dead_partials(self) -> Iterator[Path]:
+        """Partials of any key whose builder is gone (its build lock is free): a killed build's.
+        Each is yielded while we hold that lock, so no builder can start on it meanwhile."""
         for partial in sorted(self.root.glob("*.partial-*")) if self.root.is_dir() else []:
-            name = partial.name.split(".", 1)[0]
-            fd = try_lock(self.root / f"{name}.build.lock", fcntl.LOCK_EX)
+            fd = try_lock(self.root / f"{partial.name.split('.', 1)[0]}.build.lock", fcntl.LOCK_EX)
             if fd is None:
                 continue
             try:
-                remove_tree(partial)
-                gone.append(partial)
+                yield partial
             finally:
                 os.close(fd)
+
+    def clear_dead_partials(self) -> list[Path]:
+        gone = []
+        for partial in self.dead_partials():
+            remove_tree(partial)
+            gone.append(partial)
         return gone
 
     def abandon(self, partial: Path) -> None:

@@ -60,10 +60,11 @@ def verify(paths: Paths, content: bool = False, recipes: list[str] | None = None
 def verify_store(paths: Paths, report: Report, content: bool = False, keys: set[str] | None = None) -> None:
     """Every stage (or those of `keys` and their layers)."""
     store = StageStore(paths.stages)
+    dead = set(store.dead_partials())
     stamps: dict[str, dict] = {}
     for entry in store.entries():
         if ".partial-" in entry.name:
-            if not _builder_alive(entry):
+            if entry in dead:
                 report.leftovers.append(f"{entry.name}: a partial of a build that is gone")
             continue
         if not entry.is_dir():
@@ -102,16 +103,6 @@ def verify_store(paths: Paths, report: Report, content: bool = False, keys: set[
         if not problems:
             report.checked.append(f"{name}: every file of its packages present"
                                   + (" and matching dpkg's md5sums" if content else ""))
-
-
-def _builder_alive(partial: Path) -> bool:
-    from .host.locks import try_lock
-    import fcntl
-    fd = try_lock(partial.parent / f"{partial.name.split('.', 1)[0]}.build.lock", fcntl.LOCK_EX)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
 
 
 def _check_packages(paths: Paths, store: StageStore, key: str, parents: list[str], content: bool) -> list[str]:

@@ -65,6 +65,40 @@ def processes_inside(path: Path) -> list[str]:
     return found
 
 
+def our_processes() -> dict[tuple[str, str], str]:
+    """Live processes of this test run's cgroup (a process keeps its cgroup when it is reparented,
+    so a leaked server still counts; services the init system starts do not), kernel threads
+    aside: (pid, start time) -> its name and network namespace."""
+    def read(path):
+        try:
+            return path.read_bytes()
+        except OSError:
+            return b""
+    mine = read(Path("/proc/self/cgroup"))
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or read(proc / "cgroup") != mine or not read(proc / "cmdline"):
+            continue
+        stat = read(proc / "stat").decode(errors="replace")
+        fields = stat.rpartition(")")[2].split()
+        if not fields or fields[0] == "Z":
+            continue
+        try:
+            netns = os.readlink(proc / "ns" / "net")
+        except OSError:
+            continue
+        found[(proc.name, fields[19])] = f"{stat[stat.find('(') + 1:stat.rfind(')')]} (pid {proc.name}, {netns})"
+    return found
+
+
+def named_netns() -> set[str]:
+    """Network namespaces kept by name (`ip netns add`): they outlive every process."""
+    try:
+        return {f"network namespace {n}" for n in os.listdir("/run/netns")}
+    except OSError:
+        return set()
+
+
 def leftovers(paths: Paths) -> list[str]:
     """What a build could leave on the host: mounts (in any namespace), loop devices of our
     files, processes inside our trees."""
@@ -81,13 +115,18 @@ def project_paths() -> Paths:
 
 @pytest.fixture(autouse=True)
 def no_leaks(request, project_paths):
+    before, netns = set(our_processes()), named_netns()
+
+    def left():
+        born = [name for key, name in our_processes().items() if key not in before]
+        return leftovers(project_paths) + sorted(named_netns() - netns) + [f"process {p}" for p in born]
     yield
     if "integration" in request.keywords:
         # A killed build's namespace goes with its last process: give the kernel a moment.
         end = time.monotonic() + 30
-        while leftovers(project_paths) and time.monotonic() < end:
+        while left() and time.monotonic() < end:
             time.sleep(0.5)
-        assert leftovers(project_paths) == [], "a build or test left mounts or loop devices behind"
+        assert left() == [], "a build or test left mounts, loop devices, namespaces or processes behind"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -42,6 +42,15 @@ def test_the_inodes_in_use_come_from_dumpe2fs(tmp_path):
     assert used_inodes(said) == [2, 11, 12, 13, 31]
 
 
+def tree_made_at(tree, when):
+    """A small tree whose files were made "now", each time another now."""
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hostname").write_text("node\n")
+    for path in (tree / "etc/hostname", tree / "etc"):
+        os.utime(path, (when, when))
+    return tree
+
+
 def image_of(src, image, work):
     uuid = "11111111-2222-3333-4444-555555555555"
     run(["mkfs.ext4", "-q", "-F", "-U", uuid, "-E", f"root_owner=0:0,hash_seed={uuid}", "-d", str(src),
@@ -53,10 +62,7 @@ def image_of(src, image, work):
 def test_two_images_of_trees_made_at_different_times_are_identical(tmp_path):
     digests = []
     for n in (1, 2):
-        src = tmp_path / f"src{n}"
-        (src / "etc").mkdir(parents=True)
-        (src / "etc/hostname").write_text("node\n")
-        os.utime(src / "etc/hostname", (EPOCH + n * 1000, EPOCH + n * 1000))   # made "now", each time another
+        src = tree_made_at(tmp_path / f"src{n}", EPOCH + n * 1000)
         digests.append(image_of(src, tmp_path / f"{n}.img", tmp_path))
     assert digests[0] == digests[1]
     fsck = subprocess.run(["e2fsck", "-fn", str(tmp_path / "1.img")], capture_output=True, text=True)
@@ -97,11 +103,7 @@ def test_the_nfsroot_tarball_of_a_tree_made_twice_is_identical(tmp_path):
     from distonet.outputs.nfsroot import tar_argv
     digests = []
     for n in (1, 2):
-        tree = tmp_path / f"tree{n}"
-        (tree / "etc").mkdir(parents=True)
-        (tree / "etc/hostname").write_text("node\n")
-        os.utime(tree / "etc/hostname", (EPOCH + n * 1000, EPOCH + n * 1000))
-        os.utime(tree / "etc", (EPOCH + n * 1000, EPOCH + n * 1000))
+        tree = tree_made_at(tmp_path / f"tree{n}", EPOCH + n * 1000)
         os.utime(tree, (EPOCH - 5, EPOCH - 5))
         run(tar_argv(tree, tmp_path / f"{n}.tar.zst", EPOCH))
         digests.append(hashlib.sha256((tmp_path / f"{n}.tar.zst").read_bytes()).hexdigest())
