@@ -13,7 +13,8 @@ tarball's sha256 and size.
 - Directory: `<dir>/<key>.<digest>.tar.zst` then `<dir>/<key>.json` (the record naming it),
   the tarball renamed into place, the record created with link(2): the record is the commit
   point, so a reader sees a whole entry or none, and of two builders pushing one key at once
-  the first record stands and the other builder removes its tarball.
+  the first record stands and the other builder removes its tarball. Each push first sweeps
+  what killed pushes left (`DirCache.sweep`).
 - OCI: the repository `<namespace>/stages`, tag = the key; the tarball is the one layer, the
   stamp the config blob.
 A pulled tarball is checked against the record's digest before it is unpacked: a truncated or
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from . import faults, log
@@ -47,6 +49,16 @@ def unpack(tarball: Path, tree: Path, runner: Runner = run) -> None:
     tree.mkdir(parents=True, exist_ok=True)
     runner(["tar", "--extract", "--file", str(tarball), "--use-compress-program=zstd -d", *TAR_FLAGS,
             "--same-permissions", "--same-owner", "--directory", str(tree)])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 class DirCache:
@@ -73,8 +85,9 @@ class DirCache:
         if self.has(key):
             return 0
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.tar.zst.{os.getpid()}"
-        rec_tmp = self.root / f".{key}.json.{os.getpid()}"
+        self.sweep()
+        tmp = self.root / f".{key}.tar.zst.{self._me}.{os.getpid()}"
+        rec_tmp = self.root / f".{key}.json.{self._me}.{os.getpid()}"
         final = None
         try:
             pack(tree, tmp, runner)
@@ -94,6 +107,32 @@ class DirCache:
             tmp.unlink(missing_ok=True)
             rec_tmp.unlink(missing_ok=True)
         return record["size"]
+
+    # A killed pusher leaves its temporary files, or a tarball no record names (killed between
+    # its rename and the record's link). Builders on several hosts share the directory: a
+    # temporary file of this host is litter once its process is gone; anything else once it is
+    # older than any push takes.
+    _me = re.sub(r"[^A-Za-z0-9-]", "-", os.uname().nodename) or "host"
+    STALE = 24 * 3600
+
+    def sweep(self, now: float | None = None) -> list[Path]:
+        now = time.time() if now is None else now
+        named = {str((self.record(p.name[:-5]) or {}).get("file")) for p in self.root.glob("*.json")}
+        gone = []
+        for path in self.root.iterdir() if self.root.is_dir() else []:
+            temporary = re.fullmatch(r"\.[0-9a-f]+\.(tar\.zst|json)\.(.+)\.(\d+)", path.name)
+            orphan = path.name.endswith(".tar.zst") and not path.name.startswith(".") and path.name not in named
+            if not (temporary or orphan):
+                continue
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            dead = temporary and temporary.group(2) == self._me and not _alive(int(temporary.group(3)))
+            if dead or age > self.STALE:
+                path.unlink(missing_ok=True)
+                gone.append(path)
+        return gone
 
     def pull(self, key: str, tree: Path, runner: Runner = run) -> tuple[dict, int]:
         record = self.record(key)

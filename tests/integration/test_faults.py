@@ -17,6 +17,7 @@ from distonet import PROJECT_ROOT
 from distonet.manifest import Manifest
 from distonet.paths import Paths
 from distonet.publish import PARTIAL, LocalShare
+from distonet.stagecache import DirCache
 from distonet.store import StageStore
 from distonet.verify import verify
 from tests.integration.conftest import distonet, leftovers, plan_for, wait_for
@@ -351,7 +352,7 @@ def test_the_mirror_unreachable_mid_build(minimal_plan, recipes):
 @pytest.mark.nightly
 def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_path):
     """A builder killed while it pushes a stage to the shared cache leaves no entry (the record
-    is the commit); `push-stages` then pushes it. A fresh builder killed in the middle of
+    is the commit); `push-stages` then pushes it and sweeps the killed push's temporary file. A fresh builder killed in the middle of
     unpacking a pulled stage leaves no stage; its next build pulls every stage and runs none."""
     name = "cached"
     faulty_recipe(recipes, tmp_path, name, "cache\n")
@@ -366,6 +367,8 @@ def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_pa
     pushed = run(recipes, "push-stages", name, "--cache", str(shared))
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     assert all((shared / f"{s.key}.json").exists() for s in plan.stages)
+    named = {f"{s.key}.json" for s in plan.stages} | {DirCache(shared).record(s.key)["file"] for s in plan.stages}
+    assert sorted(p.name for p in shared.iterdir()) == sorted(named)   # the killed push's litter swept
 
     fresh = tmp_path / "fresh"
     (fresh / "cache").mkdir(parents=True)

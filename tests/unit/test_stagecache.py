@@ -5,6 +5,7 @@ refused so the stage is built instead."""
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,30 @@ def test_a_half_pushed_entry_does_not_count(tmp_path):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / f"{KEY}.tar.zst").write_bytes(b"partial")   # the record never written
     assert not cache.has(KEY)
+
+
+def test_a_killed_pusher_s_litter_is_swept_by_the_next_push(tmp_path):
+    """Temporary files of this host's dead pushers go at once; another host's, and a tarball no
+    record names (killed between rename and record), once older than any push takes."""
+    root = tmp_path / "cache"
+    cache = DirCache(root)
+    cache.push(KEY, layer(tmp_path / "a"), {"stage": "s"})
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    other = "b" * len(KEY)
+    litter = {
+        f".{other}.tar.zst.{cache._me}.{gone.pid}": True,           # this host, its process gone
+        f".{other}.json.{cache._me}.{gone.pid}": True,
+        f".{other}.tar.zst.{cache._me}.{os.getpid()}": False,       # this host, still pushing
+        f".{other}.tar.zst.elsewhere.{gone.pid}": False,            # another host's: not ours to judge
+        f"{other}.0123456789abcdef.tar.zst": False,                 # a fresh orphan: maybe just renamed
+    }
+    for name in litter:
+        (root / name).write_bytes(b"partial")
+    assert {p.name for p in cache.sweep()} == {n for n, dead in litter.items() if dead}
+    old = cache.sweep(now=time.time() + DirCache.STALE + 60)
+    assert {p.name for p in old} == {n for n, dead in litter.items() if not dead}
+    assert sorted(p.name for p in root.iterdir()) == sorted([f"{KEY}.json", cache.record(KEY)["file"]])
 
 
 def _push(root: str, tree: str, barrier) -> None:
