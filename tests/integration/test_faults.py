@@ -104,6 +104,40 @@ def test_a_build_faulted_at_a_point_leaves_nothing_and_the_next_completes(minima
     distonet("clean", name, recipes=recipes)
 
 
+@pytest.mark.nightly
+def test_every_stage_and_output_of_a_full_recipe_faulted_in_turn(minimal_plan, recipes, tmp_path):
+    """A recipe with every output kind (hpc-node's netboot outputs, vm's hypervisor and live ones)
+    and stages of its own: one build after another, each faulted where the last stopped (its
+    own stages, then every output as it is made, the actions in turn). After each, nothing
+    left and what stands is sound; the last build, without a fault, completes and verifies."""
+    name = "faultall"
+    overlay = recipes.parent / "overlays" / "f"
+    (overlay / "etc").mkdir(parents=True, exist_ok=True)
+    (overlay / "etc/fault-marker").write_text("every stage and output\n")
+    (recipes / f"{name}.yaml").write_text(
+        "extends: [hpc-node, vm]\noverlays: [f]\npackages:\n  faulted: [hello]\n")
+    distonet("clean", name, recipes=recipes)
+    plan = plan_for(name, recipes)
+    store = StageStore(plan.paths.stages)
+    own = [s.name for s in plan.stages if not store.done(s.key)]
+    assert {"packages.faulted", "overlay.f", "initramfs", "seal"} <= set(own), own
+    phases = itertools.cycle(["made", "renamed", "begin", "committed"])
+    points = [f"stage:{s}:{next(phases)}" for s in own] + [f"output:{o.name}:made" for o in plan.outputs]
+    for point, action in zip(points, itertools.cycle(ACTIONS)):
+        proc = run(recipes, "build", name, fault=f"{point}:{action}")
+        assert_sound_after(recipes, name, proc.returncode, ACTIONS[action], proc.stderr)
+        if action == "fail":
+            assert f"fault injected at {point}" in proc.stderr, proc.stderr[-3000:]
+    done = run(recipes, "build", name)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {a.kind for a in Manifest.load(plan.out_dir).artifacts} >= \
+        {"rootfs", "disk", "qcow2", "nfsroot", "ova", "iso", "squashfs", "sbom", "pxe"}
+    r = verify(Paths.default(), recipes=[name])
+    assert r.sound and r.checked, r.problems
+    assert not list(plan.paths.stages.glob("*.partial-*"))
+    distonet("clean", name, recipes=recipes)
+
+
 @pytest.mark.parametrize("point,action", cases(PUBLISH_POINTS, every=False) + cases(PUBLISH_POINTS, every=True))
 def test_a_publish_faulted_at_a_point_leaves_the_share_whole(minimal_plan, recipes, tmp_path, point, action):
     name = "faultpub"
