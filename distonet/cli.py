@@ -43,7 +43,8 @@ def _doit(task: str, names: list[str], jobs: int, extra: tuple[str, ...] = ()) -
         start_nightly([p for p, _ in LOADED[-len(names):]])
     args = ["run", *extra, *(["-n", str(jobs), "-P", "process"] if jobs > 1 else []),
             *(f"{task}:{n}" for n in names)]
-    return DoitMain(Loader()).run(args)
+    from .doitdb import PLUGIN
+    return DoitMain(Loader(), extra_config=PLUGIN).run(args)
 
 
 def cmd_build(a) -> int:

@@ -4,6 +4,7 @@ the copies seen last), so that package stages are keyed on the archive's state."
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -13,6 +14,7 @@ import hashlib
 import yaml
 
 from . import log, render
+from .digest import digest
 from .errors import DistonetError, RecipeError
 from .host.archive import check_error, missing_packages, package_names
 from .host.apt import archive_epoch, archive_state, default_mirror, default_security_mirror
@@ -231,6 +233,19 @@ def check_packages(plan: BuildPlan) -> None:
     be had (offline, no copy), the check is skipped and apt will say."""
     recipe, facts = plan.recipe, plan.facts
     dist = recipe.distribution
+    wanted = {"kernel.package": [recipe.kernel.package], "kernel.initramfs": list(recipe.kernel.initramfs)}
+    wanted.update({f"packages.{layer}": list(pkgs) for layer, pkgs in recipe.packages.items()})
+    wanted["apt.purge"] = list(recipe.apt.purge)
+    for phase, actions in facts.elements.get("packages", {}).items():  # package-installs, mapped
+        wanted[f"dib.elements ({phase} packages)"] = list(actions.get("install", []))
+    # A set of names found once in an archive state is found again: a plan that changes
+    # neither reads no index (decompressing them is a tenth of a no-op build).
+    passed = plan.paths.cache / "archive" / ("checked-" + digest(
+        {"wanted": wanted, "archive": facts.archive, "repositories": [r["state"] for r in facts.repositories],
+         "components": list(dist.components), "arch": str(dist.architecture), "suite": dist.suite,
+         "updates": facts.updates, "security": facts.security})[:32])
+    if passed.exists():
+        return
     suites = [(facts.mirror, dist.suite)]
     suites += [(facts.mirror, f"{dist.suite}-updates")] if facts.updates else []
     suites += [(facts.security_mirror, f"{dist.suite}-security")] if facts.security else []
@@ -247,15 +262,14 @@ def check_packages(plan: BuildPlan) -> None:
                 log.info(f"archive: no package index for {suite}/{comp}; package names not checked")
                 return
             available |= names or set()
-    wanted = {"kernel.package": [recipe.kernel.package], "kernel.initramfs": list(recipe.kernel.initramfs)}
-    wanted.update({f"packages.{layer}": list(pkgs) for layer, pkgs in recipe.packages.items()})
-    wanted["apt.purge"] = list(recipe.apt.purge)
-    for phase, actions in facts.elements.get("packages", {}).items():  # package-installs, mapped
-        wanted[f"dib.elements ({phase} packages)"] = list(actions.get("install", []))
     misses = missing_packages(wanted, available)
     if misses:
         raise check_error(plan.source, dist.suite, list(dist.components), misses,
                           [r["name"] for r in facts.repositories])
+    if facts.archive != OFFLINE:
+        with contextlib.suppress(OSError):
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
 
 
 def load_plans(names: list[str], paths: Paths | None = None, *, offline_ok: bool = False) -> list[BuildPlan]:

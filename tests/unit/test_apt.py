@@ -30,6 +30,15 @@ def test_parse_sources_deb822():
     assert pick_mirror([("http://x.invalid/other", ["nodistro"])], "bookworm") is None
 
 
+def test_deb822_sources_keys_in_any_case_values_on_several_lines_and_comments():
+    text = ("# the host's archive\ntypes: deb deb-src\nuris: http://a.invalid/debian\n"
+            "  http://b.invalid/debian\n# between fields\nSUITES: trixie\n    trixie-updates\n"
+            "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n -----END PGP PUBLIC KEY BLOCK-----\n\n\n"
+            "Types: deb-src\nURIs: http://src.invalid/debian\nSuites: trixie\n")
+    assert parse_sources(text, True) == [("http://a.invalid/debian", ["trixie", "trixie-updates"]),
+                                         ("http://b.invalid/debian", ["trixie", "trixie-updates"])]
+
+
 def test_archive_state_covers_every_suite_and_uses_the_last_copy_offline(tmp_path):
     mirror = tmp_path / "mirror"
     for suite in ("trixie", "trixie-updates"):
