@@ -4,13 +4,16 @@ with spdx-tools (the SPDX project's Python library)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 from .. import __version__
+from ..digest import digest
 from ..errors import BuildError
 from ..fsutil import atomic_path, write_atomic
 from ..manifest import Artifact
@@ -45,8 +48,23 @@ class Sbom(Output):
     @classmethod
     def make(cls, ctx: OutputContext) -> list[Artifact]:
         memo = LicenceMemo(ctx.cache / "sbom" / "licences.json" if ctx.cache else None)
-        document = make_document(ctx.tree, package_list(ctx.tree, ctx.runner), ctx.build.recipe,
-                                 ctx.reads["distribution"].suite, ctx.build.root_uuid, memo, ctx.build.epoch)
+        packages = package_list(ctx.tree, ctx.runner)
+        suite = ctx.reads["distribution"].suite
+        final = ctx.out / "sbom.spdx.json"
+        # The document is a function of these alone: a build that changed no package (an overlay
+        # edited, a hook) takes the one made before instead of a second of spdx-tools.
+        made = ctx.cache / "sbom" / "documents" / (digest({
+            "distonet": __version__, "spdx-tools": _spdx_tools_version(), "recipe": ctx.build.recipe,
+            "suite": suite, "image": ctx.build.root_uuid, "epoch": ctx.build.epoch, "packages": packages,
+            "licences": {p["name"]: licences(ctx.tree, p["name"], memo) for p in packages}})[:32] + ".json") \
+            if ctx.cache else None
+        if made is not None and made.is_file():
+            with atomic_path(final) as tmp:
+                shutil.copyfile(made, tmp)
+            memo.save()
+            return [Artifact.of("sbom", final, ctx.out, format="spdx-2.3+json")]
+        document = make_document(ctx.tree, packages, ctx.build.recipe, suite, ctx.build.root_uuid, memo,
+                                 ctx.build.epoch)
         memo.save()
         from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
         from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
@@ -54,10 +72,18 @@ class Sbom(Output):
         if problems:
             raise BuildError(f"SPDX document does not validate: {problems[0].validation_message}"
                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-        final = ctx.out / "sbom.spdx.json"
         with atomic_path(final) as tmp:
             write_document_to_file(document, str(tmp), validate=False)
+        if made is not None:
+            with contextlib.suppress(OSError):           # only a speed-up lost
+                made.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(made, final.read_text())
         return [Artifact.of("sbom", final, ctx.out, format="spdx-2.3+json")]
+
+
+def _spdx_tools_version() -> str:
+    from importlib.metadata import version
+    return version("spdx-tools")
 
 
 def purl(pkg: dict, suite: str) -> str:

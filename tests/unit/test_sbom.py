@@ -1,6 +1,7 @@
 """The SPDX document: packages from the tree's dpkg database, licences from DEP-5 copyright
 files (mapped to SPDX ids, unknown ones as LicenseRefs), purls; validated by spdx-tools."""
 
+import dataclasses
 import json
 
 from distonet.host.run import run
@@ -101,3 +102,25 @@ def test_licences_are_read_once_per_copyright_content(tmp_path, monkeypatch):
     assert sbom.licences(tree, "tree", again)[0] == "GPL-3+" and len(parsed) == 3
     path.write_text(json.dumps({"version": 0, "licences": {}}))
     assert sbom.LicenceMemo(path).known == {}
+
+
+def test_a_build_that_changed_no_package_takes_the_document_made_before(paths, tmp_path, monkeypatch):
+    """The document is a function of the package list, the licences and the build's names and
+    epoch: the same again is copied, not made; a changed licence makes it again."""
+    from distonet.outputs import sbom
+    write(paths.recipes, "s", "extends: minimal\noutputs: {sbom: {}}\n")
+    plan = plan_of("s", paths)
+    tree = fake_tree(tmp_path)
+    made = []
+    real = sbom.make_document
+    monkeypatch.setattr(sbom, "make_document", lambda *a, **kw: made.append(1) or real(*a, **kw))
+    docs = []
+    for n in range(3):
+        if n == 2:
+            (tree / "usr/share/doc/tree/copyright").write_text(DEP5.replace("GPL-2+", "GPL-3+"))
+        (tmp_path / str(n)).mkdir()
+        ctx = dataclasses.replace(ctx_for(plan, "sbom", tmp_path / str(n), run, tree=tree), cache=tmp_path / "cache")
+        Sbom.make(ctx)
+        docs.append((tmp_path / str(n) / "out/sbom.spdx.json").read_text())
+    assert len(made) == 2 and docs[0] == docs[1] and docs[2] != docs[0]
+    assert "GPL-3.0-or-later" in docs[2]
