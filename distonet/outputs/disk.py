@@ -12,7 +12,7 @@ from pydantic import Field
 from .. import grub
 from ..enums import Firmware
 from ..errors import BuildError
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, copy_into
 from ..layout import MIB, SECTOR, disk_layout
 from ..manifest import Artifact
 from ..reproducible import epoch_env
@@ -38,7 +38,7 @@ class Disk(Output):
     needs = ("rootfs",)
     reads = ("boot",)
     needs_tree = True  # the kernel version for grub.cfg
-    tools = ("sfdisk", "mkfs.fat", "mmd", "mcopy", "grub-mkimage", "dd")
+    tools = ("sfdisk", "mkfs.fat", "mmd", "mcopy", "grub-mkimage")
     version = 2     # 2: the ESP's dates from the build's epoch
 
     @classmethod
@@ -105,5 +105,4 @@ def _install_bios(work: Path, disk: Path, part, runner) -> None:
 def _write_at(runner, src: Path, dest: Path, offset: int) -> None:
     if offset % MIB:
         raise BuildError(f"partition offset {offset} is not MiB-aligned")
-    runner(["dd", f"if={src}", f"of={dest}", "bs=1M", f"seek={offset // MIB}",
-            "conv=notrunc,sparse", "status=none"])
+    copy_into(src, dest, offset)

@@ -45,3 +45,21 @@ def test_hashes_later_gives_the_artifacts_hashing_at_once_gives(tmp_path):
     with hashes_later(False) as none:
         assert Artifact.of("disk", tmp_path / "b.img", tmp_path) == at_once[1] and none == []
     assert Artifact.of("disk", tmp_path / "b.img", tmp_path).sha256 == plain(tmp_path / "b.img")
+
+
+def test_a_sparse_file_copied_into_another_keeps_its_holes(tmp_path):
+    """copy_into writes the data of a sparse image at an offset of a sparse disk: the bytes
+    are the image's, and its holes take no blocks in the disk."""
+    from distonet.fsutil import copy_into
+    src, dest = tmp_path / "root.img", tmp_path / "disk.raw"
+    with open(src, "wb") as fh:
+        fh.truncate(64 << 20)
+        fh.write(b"head" * 1024)
+        fh.seek(40 << 20)
+        fh.write(b"tail" * 4096)
+    with open(dest, "wb") as fh:
+        fh.truncate(80 << 20)
+    copy_into(src, dest, 8 << 20)
+    data = dest.read_bytes()
+    assert data[8 << 20: 72 << 20] == src.read_bytes() and data[:8 << 20] == bytes(8 << 20)
+    assert dest.stat().st_blocks * 512 < 1 << 20                  # 20 KiB of data, not 64 MiB
