@@ -65,29 +65,30 @@ def processes_inside(path: Path) -> list[str]:
     return found
 
 
+# Every process this test session starts, and everything they start (servers that daemonize
+# too), carries this in its environment: a process left running is found by it, wherever it
+# was reparented, and nothing else on the machine (a CI runner's own helpers) is mistaken for one.
+SESSION_MARK = "DISTONET_TEST_SESSION=" + os.environ.setdefault("DISTONET_TEST_SESSION", f"{os.getpid()}-{time.time_ns()}")
+
+
 def our_processes() -> dict[tuple[str, str], str]:
-    """Live processes of this test run's cgroup (a process keeps its cgroup when it is reparented,
-    so a leaked server still counts; services the init system starts do not), kernel threads
-    aside: (pid, start time) -> its name and network namespace."""
-    def read(path):
-        try:
-            return path.read_bytes()
-        except OSError:
-            return b""
-    mine = read(Path("/proc/self/cgroup"))
+    """Live processes of this test session, kernel threads aside: (pid, start time) -> its name
+    and network namespace."""
+    mark = SESSION_MARK.encode()
     found = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or read(proc / "cgroup") != mine or not read(proc / "cmdline"):
-            continue
-        stat = read(proc / "stat").decode(errors="replace")
-        fields = stat.rpartition(")")[2].split()
-        if not fields or fields[0] == "Z":
+        if not proc.name.isdigit() or proc.name == str(os.getpid()):
             continue
         try:
+            if mark not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (proc / "stat").read_text(errors="replace")
             netns = os.readlink(proc / "ns" / "net")
         except OSError:
             continue
-        found[(proc.name, fields[19])] = f"{stat[stat.find('(') + 1:stat.rfind(')')]} (pid {proc.name}, {netns})"
+        fields = stat.rpartition(")")[2].split()
+        if fields and fields[0] != "Z":
+            found[(proc.name, fields[19])] = f"{stat[stat.find('(') + 1:stat.rfind(')')]} (pid {proc.name}, {netns})"
     return found
 
 
