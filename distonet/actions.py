@@ -102,8 +102,12 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
         if store.done(stage.key):
             return store.read_stamp(stage.key)
         partial = store.begin(stage.key)
-        faults.point(f"stage:{stage.name}:begin")
-        pulled = stagecache.try_pull(shared, stage.key, partial, stage.name, runner)
+        try:
+            faults.point(f"stage:{stage.name}:begin")
+            pulled = stagecache.try_pull(shared, stage.key, partial, stage.name, runner)
+        except BaseException:            # interrupted before any work: no partial left behind
+            store.abandon(partial)
+            raise
         if pulled is not None:           # another builder made it: checked, unpacked, not run
             return store.commit(stage.key, partial, pulled)
         started = time.time()
