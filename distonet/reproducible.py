@@ -88,8 +88,10 @@ def _crc32c_raw(data: bytes, crc: int = 0xFFFFFFFF) -> int:
 
 def set_ext4_write_time(image: Path, epoch: int) -> bool:
     """The superblock's last write time, which e2fsprogs 1.47.0 takes from the clock whatever
-    E2FSPROGS_FAKE_TIME says; its checksum made again. False (nothing written) unless the
-    superblock is one we understand: ext4's magic and a checksum we can reproduce."""
+    E2FSPROGS_FAKE_TIME says, and its lifetime writes (kbytes written: how much mkfs and
+    debugfs wrote, which varied by a quarter between two builds of one tree), zeroed; its
+    checksum made again. False (nothing written) unless the superblock is one we understand:
+    ext4's magic and a checksum we can reproduce."""
     import struct
     with open(image, "r+b") as fh:
         fh.seek(1024)
@@ -101,6 +103,7 @@ def set_ext4_write_time(image: Path, epoch: int) -> bool:
             return False
         struct.pack_into("<I", sb, 0x30, epoch & 0xFFFFFFFF)
         sb[0x274] = (epoch >> 32) & 0xFF
+        struct.pack_into("<Q", sb, 0x178, 0)                      # s_kbytes_written
         if metadata_csum:
             struct.pack_into("<I", sb, 0x3FC, _crc32c_raw(bytes(sb[:0x3FC])))
         fh.seek(1024)

@@ -10,6 +10,7 @@ ancestors, which live in directories named by their keys, so a changed key rerun
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -19,7 +20,7 @@ import time
 from doit.reporter import ConsoleReporter
 
 from . import actions, log
-from .errors import DistonetError, report
+from .errors import BuildError, DistonetError, report
 from .outputs import REGISTRY as OUTPUTS
 from .plan import BuildPlan
 
@@ -121,6 +122,14 @@ def _action(fn, plan: BuildPlan, what: str, *args):
             os._exit(report(exc))
         except DistonetError as exc:
             report(exc, where=f"{plan.source}: {what}")
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            report(BuildError(f"{exc.filename or 'a file'}: {exc.strerror}",
+                              hint="free space where it is: the stage cache (DISTONET_CACHE) or the "
+                                   "output folder (DISTONET_OUTPUT); nothing half-made is kept"),
+                   where=f"{plan.source}: {what}")
             return False
         return None
     action.__name__ = action.__qualname__ = f"{what} of {plan.name}"

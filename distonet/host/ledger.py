@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import log
+from ..errors import BuildError
 from . import run as runmod
 from .run import Runner, run
 
@@ -61,13 +62,29 @@ class Ledger:
         os.replace(tmp, self.path)
 
     def _record(self, entry: dict) -> dict:
+        """Written down before the thing is done, or the thing is not done: a build killed in
+        between would leave what no one knows to undo."""
         self.entries.append(entry)
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            self.entries.remove(entry)
+            raise BuildError(f"{self.path}: cannot note what this build holds: {exc.strerror}",
+                             hint="free space where the stage cache is (DISTONET_CACHE): its ledger/ is there") \
+                from exc
         return entry
 
     def _forget(self, entry: dict) -> None:
         self.entries.remove(entry)
-        self._save()
+        self._save_if_possible()
+
+    def _save_if_possible(self) -> None:
+        """While undoing, a state file that cannot be written (a full disk) must not stop the
+        undo: the file then names more than is held, which the next run's recovery tolerates."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.info(f"ledger: {self.path}: not saved ({exc.strerror})")
 
     # -- actions -------------------------------------------------------------------------
     def mount(self, argv: Sequence[str], target: Path | str, rmdir: bool = False) -> str:
@@ -95,7 +112,11 @@ class Ledger:
         return proc
 
     def _watch(self, pid: int) -> dict:
-        return self._record({"kind": "process", "pid": pid, "start": _start_time(pid)})
+        # A command's process, noted while it runs (an umount while undoing too): best effort.
+        entry = {"kind": "process", "pid": pid, "start": _start_time(pid)}
+        self.entries.append(entry)
+        self._save_if_possible()
+        return entry
 
     def _unwatch(self, entry: dict) -> None:
         if entry in self.entries:
@@ -110,10 +131,7 @@ class Ledger:
                 # Forget the entry that was undone (or failed), even when the state file cannot
                 # be saved (a full disk): the next undo must be of the entry before it.
                 self.entries.pop()
-                try:
-                    self._save()
-                except OSError:
-                    pass
+                self._save_if_possible()
 
     def mark(self) -> int:
         return len(self.entries)

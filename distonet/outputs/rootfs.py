@@ -43,7 +43,7 @@ class Rootfs(Output):
     Options = RootfsOptions
     needs_tree = True
     tools = ("mkfs.ext4", "debugfs", "dumpe2fs")
-    version = 2     # 2: inode times from the build's epoch (reproducible.py)
+    version = 3     # 2: inode times from the build's epoch (reproducible.py); 3: no lifetime writes
 
     @classmethod
     def files(cls, options) -> list[str]:

@@ -60,7 +60,7 @@ def apt_purge_argv(packages: list[str]) -> list[str]:
 class Packages(StageKind):
     kind = "packages"
     order = 10
-    version = 5     # 5: SOURCE_DATE_EPOCH (a reproducible initrd)
+    version = 6     # 5: SOURCE_DATE_EPOCH (a reproducible initrd); 6: names drawn at install derived
 
     @classmethod
     def instances(cls, recipe, facts):
@@ -105,7 +105,30 @@ class Packages(StageKind):
                     ctx.runner(chroot_argv(merged, argv, env={**(env or {}), **epoch_env(ctx.host.epoch)}))
         finally:
             conf.unlink(missing_ok=True)
+        derive_identities(merged, ctx.partial / "tree", ctx.key)
         return {"packages": packages, **({"recommended": added} if added else {})}
+
+
+# Names a package's maintainer script draws at random when it is installed: made from the
+# stage's key instead (its content: the same stage, the same name), so that two builds give the
+# same image. They are the image's defaults, shared by every machine made from it anyway; a
+# diskless node's own iSCSI initiator name comes from its iscsi.initramfs (netboot).
+RANDOM_AT_INSTALL = {"etc/iscsi/initiatorname.iscsi": (r"^(InitiatorName=iqn\.1993-08\.org\.debian:01:)[0-9a-f]+$", 12)}
+
+
+def derive_identities(merged: Path, upper: Path, key: str) -> None:
+    import re
+    for path, (pattern, length) in RANDOM_AT_INSTALL.items():
+        if not (upper / path).is_file() or (upper / path).is_symlink():
+            continue                      # not made by this stage (or not a plain file)
+        target = merged / path
+        text = target.read_text()
+        derived = hashlib.sha256(f"{key}:{path}".encode()).hexdigest()[:length]
+        new = re.sub(pattern, lambda m: m.group(1) + derived, text, flags=re.MULTILINE)
+        if new != text:
+            mode = target.stat().st_mode & 0o7777
+            target.write_text(new)
+            target.chmod(mode)
 
 
 def direct_recommends(ctx: StageContext, merged: Path, packages: list[str]) -> list[str]:

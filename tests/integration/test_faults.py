@@ -7,6 +7,7 @@ CI drives one action per point (rotating); the nightly job drives every action a
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,13 +123,25 @@ def test_every_stage_and_output_of_a_full_recipe_faulted_in_turn(minimal_plan, r
     store = StageStore(plan.paths.stages)
     own = [s.name for s in plan.stages if not store.done(s.key)]
     assert {"packages.faulted", "overlay.f", "initramfs", "seal"} <= set(own), own
-    phases = itertools.cycle(["made", "renamed", "begin", "committed"])
-    points = [f"stage:{s}:{next(phases)}" for s in own] + [f"output:{o.name}:made" for o in plan.outputs]
-    for point, action in zip(points, itertools.cycle(ACTIONS)):
+    phases, actions = itertools.cycle(["made", "renamed", "begin", "committed"]), itertools.cycle(ACTIONS)
+    for stage in own:                                   # stages run in their chain's order
+        point, action = f"stage:{stage}:{next(phases)}", next(actions)
         proc = run(recipes, "build", name, fault=f"{point}:{action}")
         assert_sound_after(recipes, name, proc.returncode, ACTIONS[action], proc.stderr)
         if action == "fail":
             assert f"fault injected at {point}" in proc.stderr, proc.stderr[-3000:]
+    # Outputs run in no fixed order: each build is faulted at whichever output not faulted yet
+    # it makes first (the last one it started), so every output is faulted once, in turn.
+    remaining = [o.name for o in plan.outputs]
+    while remaining:
+        action = next(actions)
+        proc = run(recipes, "build", name, fault=",".join(f"output:{o}:made:{action}" for o in remaining))
+        assert_sound_after(recipes, name, proc.returncode, ACTIONS[action], proc.stderr)
+        hit = re.findall(r"▶ (\S+) \[", proc.stderr)[-1]
+        assert hit in remaining, (hit, remaining, proc.stderr[-3000:])
+        if action == "fail":
+            assert f"fault injected at output:{hit}:made" in proc.stderr, proc.stderr[-3000:]
+        remaining.remove(hit)
     done = run(recipes, "build", name)
     assert done.returncode == 0, done.stderr[-3000:]
     assert {a.kind for a in Manifest.load(plan.out_dir).artifacts} >= \
@@ -387,7 +400,8 @@ def test_the_mirror_unreachable_mid_build(minimal_plan, recipes):
 @pytest.mark.nightly
 def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_path):
     """A builder killed while it pushes a stage to the shared cache leaves no entry (the record
-    is the commit); `push-stages` then pushes it and sweeps the killed push's temporary file. A fresh builder killed in the middle of
+    is the commit); the next build pushes what it makes, sweeping the killed push's temporary
+    file, and `push-stages` pushes the stage whose push was killed. A fresh builder killed in the middle of
     unpacking a pulled stage leaves no stage; its next build pulls every stage and runs none."""
     name = "cached"
     faulty_recipe(recipes, tmp_path, name, "cache\n")
@@ -399,7 +413,9 @@ def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_pa
     plan = plan_for(name, recipes)
     overlay_key = plan.stage("overlay.f").key
     assert not (shared / f"{overlay_key}.json").exists()           # no half entry counts
-    pushed = run(recipes, "push-stages", name, "--cache", str(shared))
+    rest = run(recipes, "build", name, env=env)                     # the stages after it, pushed as made
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    pushed = run(recipes, "push-stages", name, "--cache", str(shared))   # and the one killed
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     assert all((shared / f"{s.key}.json").exists() for s in plan.stages)
     named = {f"{s.key}.json" for s in plan.stages} | {DirCache(shared).record(s.key)["file"] for s in plan.stages}

@@ -16,7 +16,7 @@ from distonet import PROJECT_ROOT
 from distonet.manifest import Manifest
 from distonet.paths import Paths
 from distonet.publish import LocalShare
-from distonet.verify import verify
+from distonet.verify import Report, verify, verify_store
 from tests.integration.conftest import distonet, leftovers, plan_for, wait_for
 from tests.integration.test_faults import ACTIONS, BUILD_POINTS, faulty_recipe, run
 
@@ -85,6 +85,8 @@ def test_a_soak_of_twenty_builds_with_random_faults_leaves_a_sound_store(minimal
         wait_for(lambda: leftovers(Paths.default()) == [], 60, f"build {i}'s leftovers to vanish")
     assert outcomes[-1][1] == 0, outcomes
     assert Manifest.load(Paths.default().output / name).build_id == plan_for(name, recipes).build_id
-    report = verify(Paths.default())
-    assert report.sound, report.problems
+    report = Report()
+    verify_store(Paths.default(), report)                       # every stage of the store
+    soak = verify(Paths.default(), recipes=[name])             # and the soak's build
+    assert report.sound and soak.sound, report.problems + soak.problems
     distonet("clean", name, recipes=recipes)
