@@ -108,7 +108,12 @@ class Ledger:
     def spawn(self, argv: Sequence[str], **popen) -> subprocess.Popen:
         """Start a long-lived process (a server, a VM) in its own group; undo ends the group."""
         proc = subprocess.Popen(list(argv), process_group=0, preexec_fn=runmod.die_with_parent, **popen)
-        self._record({"kind": "process", "pid": proc.pid, "start": _start_time(proc.pid)})
+        try:
+            self._record({"kind": "process", "pid": proc.pid, "start": _start_time(proc.pid)})
+        except BaseException:            # not noted (a full disk): not left running either
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         return proc
 
     def _watch(self, pid: int) -> dict:

@@ -105,7 +105,7 @@ class Packages(StageKind):
                     ctx.runner(chroot_argv(merged, argv, env={**(env or {}), **epoch_env(ctx.host.epoch)}))
         finally:
             conf.unlink(missing_ok=True)
-        derive_identities(merged, ctx.partial / "tree", ctx.key)
+        settle_drawn_at_install(merged, ctx.partial / "tree", ctx.key)
         return {"packages": packages, **({"recommended": added} if added else {})}
 
 
@@ -116,8 +116,20 @@ class Packages(StageKind):
 RANDOM_AT_INSTALL = {"etc/iscsi/initiatorname.iscsi": (r"^(InitiatorName=iqn\.1993-08\.org\.debian:01:)[0-9a-f]+$", 12)}
 
 
-def derive_identities(merged: Path, upper: Path, key: str) -> None:
+# Secrets a maintainer script draws at install (munge's key): not the site's, useless in a
+# cluster whose machines must share one, and a secret no image should carry. Removed; the
+# site's comes from an overlay (docs/recipes.md).
+SECRETS_AT_INSTALL = ("etc/munge/munge.key",)
+
+
+def settle_drawn_at_install(merged: Path, upper: Path, key: str) -> None:
+    """What this stage's maintainer scripts drew at random (found in its own upper layer)."""
     import re
+    from .. import log
+    for path in SECRETS_AT_INSTALL:
+        if (upper / path).is_file() and not (upper / path).is_symlink():
+            (merged / path).unlink()
+            log.info(f"  removed /{path}, drawn at install: the site's comes from an overlay")
     for path, (pattern, length) in RANDOM_AT_INSTALL.items():
         if not (upper / path).is_file() or (upper / path).is_symlink():
             continue                      # not made by this stage (or not a plain file)
