@@ -60,7 +60,7 @@ def apt_purge_argv(packages: list[str]) -> list[str]:
 class Packages(StageKind):
     kind = "packages"
     order = 10
-    version = 6     # 5: SOURCE_DATE_EPOCH (a reproducible initrd); 6: names drawn at install derived
+    version = 7     # 5: SOURCE_DATE_EPOCH (a reproducible initrd); 6, 7: what is drawn at install settled
 
     @classmethod
     def instances(cls, recipe, facts):

@@ -123,16 +123,26 @@ def test_every_stage_and_output_of_a_full_recipe_faulted_in_turn(minimal_plan, r
     store = StageStore(plan.paths.stages)
     own = [s.name for s in plan.stages if not store.done(s.key)]
     assert {"packages.faulted", "overlay.f", "initramfs", "seal"} <= set(own), own
-    phases, actions = itertools.cycle(["made", "renamed", "begin", "committed"]), itertools.cycle(ACTIONS)
+    # (a `fail` once a stage is stamped fails the build at its end, not at once: the stage is
+    # whole and later steps go on; so the stamp gets a signal)
+    phases = itertools.cycle(["made", "renamed", "begin", "committed"])
+    stage_actions = itertools.cycle(["fail", "kill", "term", "int"])
     for stage in own:                                   # stages run in their chain's order
-        point, action = f"stage:{stage}:{next(phases)}", next(actions)
+        point, action = f"stage:{stage}:{next(phases)}", next(stage_actions)
         proc = run(recipes, "build", name, fault=f"{point}:{action}")
         assert_sound_after(recipes, name, proc.returncode, ACTIONS[action], proc.stderr)
         if action == "fail":
             assert f"fault injected at {point}" in proc.stderr, proc.stderr[-3000:]
     # Outputs run in no fixed order: each build is faulted at whichever output not faulted yet
-    # it makes first (the last one it started), so every output is faulted once, in turn.
+    # it makes first (the last one it started), so every output not yet made is faulted once.
+    # (a stage made in doit's own process is stamped behind the build, so the faults above fire
+    # at its end, its outputs made: another host name, another seal, every output to make again)
+    from distonet.actions import output_current
+    (recipes / f"{name}.yaml").write_text((recipes / f"{name}.yaml").read_text() + "hostname: faultall2\n")
+    plan = plan_for(name, recipes)
+    actions = itertools.cycle(ACTIONS)
     remaining = [o.name for o in plan.outputs]
+    assert not any(output_current(plan, o) for o in remaining)
     while remaining:
         action = next(actions)
         proc = run(recipes, "build", name, fault=",".join(f"output:{o}:made:{action}" for o in remaining))
@@ -214,7 +224,9 @@ def test_a_full_output_disk_fails_clearly_and_leaves_no_half_artifact(minimal_pl
 
 @pytest.mark.nightly
 def test_a_full_stage_store_fails_clearly_then_completes_once_it_has_room(recipes, tmp_path):
-    image, cache = small_fs(tmp_path, "cache", 120)
+    image, mnt = small_fs(tmp_path, "cachefs", 120)
+    cache = mnt / "cache"                  # below the mount point, which is no leftover of a build
+    cache.mkdir()
     try:
         for shared in ("apt-archives", "apt-lists", "archive"):               # downloads, not stages
             if (Paths.default().cache / shared).exists():
@@ -227,7 +239,7 @@ def test_a_full_stage_store_fails_clearly_then_completes_once_it_has_room(recipe
         wait_for(lambda: leftovers(small) == [], 60, "the failed build's leftovers to vanish")
         assert not list(small.stages.glob("*.partial-*")) and verify(small).sound
         subprocess.run(["truncate", "-s", "3G", str(image)], check=True)      # room: grow it online
-        loop = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(cache)], capture_output=True,
+        loop = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True,
                               text=True).stdout.strip()
         subprocess.run(["losetup", "-c", loop], check=True)
         subprocess.run(["resize2fs", loop], check=True, capture_output=True)
@@ -235,7 +247,7 @@ def test_a_full_stage_store_fails_clearly_then_completes_once_it_has_room(recipe
         assert again.returncode == 0, again.stderr[-3000:]
         assert verify(small).sound
     finally:
-        unmount(cache)
+        unmount(mnt)
 
 
 def test_a_hung_command_is_ended_by_its_timeout(minimal_plan, recipes, tmp_path):
