@@ -118,17 +118,23 @@ RANDOM_AT_INSTALL = {"etc/iscsi/initiatorname.iscsi": (r"^(InitiatorName=iqn\.19
 
 # Secrets a maintainer script draws at install (munge's key): not the site's, useless in a
 # cluster whose machines must share one, and a secret no image should carry. Removed; the
-# site's comes from an overlay (docs/recipes.md).
-SECRETS_AT_INSTALL = ("etc/munge/munge.key",)
+# site's comes from an overlay (docs/recipes.md). Until it does, the service that needs it is
+# skipped at boot rather than failed.
+SECRETS_AT_INSTALL = {"etc/munge/munge.key": "munge.service"}
 
 
 def settle_drawn_at_install(merged: Path, upper: Path, key: str) -> None:
     """What this stage's maintainer scripts drew at random (found in its own upper layer)."""
     import re
     from .. import log
-    for path in SECRETS_AT_INSTALL:
+    for path, unit in SECRETS_AT_INSTALL.items():
         if (upper / path).is_file() and not (upper / path).is_symlink():
             (merged / path).unlink()
+            dropin = merged / "etc/systemd/system" / f"{unit}.d" / "distonet-site-secret.conf"
+            dropin.parent.mkdir(parents=True, exist_ok=True)
+            dropin.write_text(f"# distonet removed the /{path} drawn when the package was installed:\n"
+                              f"# give the site's in an overlay. Until then {unit} does not start.\n"
+                              f"[Unit]\nConditionPathExists=/{path}\n")
             log.info(f"  removed /{path}, drawn at install: the site's comes from an overlay")
     for path, (pattern, length) in RANDOM_AT_INSTALL.items():
         if not (upper / path).is_file() or (upper / path).is_symlink():

@@ -44,3 +44,5 @@ def test_a_secret_drawn_at_install_is_removed(tmp_path):
         (root / "etc/munge/munge.key").write_bytes(b"\x8a" * 128)
     settle_drawn_at_install(merged, upper, "ab" * 32)
     assert not (merged / "etc/munge/munge.key").exists()
+    dropin = (merged / "etc/systemd/system/munge.service.d/distonet-site-secret.conf").read_text()
+    assert "[Unit]\nConditionPathExists=/etc/munge/munge.key\n" in dropin   # skipped, not failed, until given
