@@ -50,6 +50,7 @@ def not_blank(png: Path) -> bool:
     return colours is not None and len(colours) > 20      # text, table rules, the chart's bars
 
 
+@pytest.mark.nightly   # (three minutes: CI keeps its minutes for the boots; the nightly job runs it)
 def test_two_nightly_runs_leave_two_builds_per_recipe_and_a_report_of_the_diff(minimal_build, project_paths, tmp_path):
     from tests.conftest import RECIPES
     recipes = tmp_path / "recipes"
