@@ -19,7 +19,7 @@ import time
 
 from doit.reporter import ConsoleReporter
 
-from . import actions, log
+from . import actions, doitdb, log
 from .errors import BuildError, DistonetError, report
 from .outputs import REGISTRY as OUTPUTS
 from .plan import BuildPlan
@@ -91,7 +91,7 @@ DOIT_CONFIG = {
     # `doit nightly`: one recipe's failure does not stop the others (doit reads this before it
     # asks for the tasks, so it is decided from the command line here)
     "continue": _nightly_requested(sys.argv[1:]),
-    "backend": "sqlite3-wal",      # doitdb.py; `doit` finds it in pyproject.toml, `distonet` passes it
+    "backend": doitdb.NAME,        # `doit` finds it in pyproject.toml, `distonet` passes it
     "dep_file": os.environ.get("DISTONET_DOIT_DB", ".doit.db"),
     "verbosity": 2,
     "action_string_formatting": "new",

@@ -53,18 +53,18 @@ class Sbom(Output):
         final = ctx.out / "sbom.spdx.json"
         # The document is a function of these alone: a build that changed no package (an overlay
         # edited, a hook) takes the one made before instead of a second of spdx-tools.
+        declared = {p["name"]: licences(ctx.tree, p["name"], memo) for p in packages}
         made = ctx.cache / "sbom" / "documents" / (digest({
             "distonet": __version__, "spdx-tools": _spdx_tools_version(), "recipe": ctx.build.recipe,
             "suite": suite, "image": ctx.build.root_uuid, "epoch": ctx.build.epoch, "packages": packages,
-            "licences": {p["name"]: licences(ctx.tree, p["name"], memo) for p in packages}})[:32] + ".json") \
-            if ctx.cache else None
+            "licences": declared})[:32] + ".json") if ctx.cache else None
         if made is not None and made.is_file():
             with atomic_path(final) as tmp:
                 shutil.copyfile(made, tmp)
             memo.save()
             return [Artifact.of("sbom", final, ctx.out, format="spdx-2.3+json")]
         document = make_document(ctx.tree, packages, ctx.build.recipe, suite, ctx.build.root_uuid, memo,
-                                 ctx.build.epoch)
+                                 ctx.build.epoch, declared)
         memo.save()
         from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
         from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
@@ -184,7 +184,7 @@ def expression(synopses: list[str], extracted: dict[str, str]):
 
 
 def make_document(tree: Path, packages: list[dict], recipe: str, suite: str, image_id: str,
-                  memo: LicenceMemo | None = None, epoch: int = 0):
+                  memo: LicenceMemo | None = None, epoch: int = 0, declared: dict | None = None):
     from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, ExternalPackageRef,
                                        ExternalPackageRefCategory, ExtractedLicensingInfo, Package,
                                        PackagePurpose, Relationship, RelationshipType, SpdxNoAssertion)
@@ -207,7 +207,8 @@ def make_document(tree: Path, packages: list[dict], recipe: str, suite: str, ima
                      source_info=f"Debian source package {p.get('source') or p['name']} "
                                  f"{p.get('source_version') or p['version']}",
                      license_concluded=SpdxNoAssertion(),
-                     license_declared=expression(licences(tree, p["name"], memo), extracted),
+                     license_declared=expression(declared[p["name"]] if declared else licences(tree, p["name"], memo),
+                                                  extracted),
                      copyright_text=SpdxNoAssertion(),
                      external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER,
                                                              "purl", purl(p, suite))])

@@ -4,10 +4,12 @@ The kernel layer comes first (it changes rarely, so recipes that add layers reus
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
 
+from .. import log
 from ..errors import BuildError
 from ..host.archive import bare_name
 from ..host.chroot import chroot_argv, chroot_session
@@ -125,8 +127,6 @@ SECRETS_AT_INSTALL = {"etc/munge/munge.key": "munge.service"}
 
 def settle_drawn_at_install(merged: Path, upper: Path, key: str) -> None:
     """What this stage's maintainer scripts drew at random (found in its own upper layer)."""
-    import re
-    from .. import log
     for path, unit in SECRETS_AT_INSTALL.items():
         if (upper / path).is_file() and not (upper / path).is_symlink():
             (merged / path).unlink()
