@@ -40,7 +40,11 @@ class Report:
 
 
 def verify(paths: Paths, content: bool = False, recipes: list[str] | None = None) -> Report:
-    """The whole store and output/, or only `recipes`' builds and the stages they name."""
+    """The whole store and output/, or only `recipes`' builds and the stages they name.
+
+    It mounts layers to check them, so it moves the calling process into a private mount
+    namespace (once): a caller that later unmounts something it mounted before must do that
+    from another process, or run verify in one (`distonet verify`)."""
     report = Report()
     keys = None
     if recipes:

@@ -21,7 +21,7 @@ from distonet.publish import PARTIAL, LocalShare
 from distonet.stagecache import DirCache
 from distonet.store import StageStore
 from distonet.verify import verify
-from tests.integration.conftest import distonet, leftovers, plan_for, wait_for
+from tests.integration.conftest import all_mount_points, distonet, leftovers, plan_for, wait_for
 from tests.integration.test_publish_shares import registry, sshd  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -198,14 +198,22 @@ def small_fs(tmp_path, name: str, mib: int):
     return image, mnt
 
 
-def unmount(mnt) -> None:
-    subprocess.run(["umount", str(mnt)], check=True)
+def unmount(mnt, image) -> None:
+    """Unmount and wait until the file system is gone everywhere. A finished build's private
+    namespace is torn down by the kernel a moment after its last process: until then its copy
+    of the mount keeps the file system (and its loop device) alive, so the image must not be
+    touched, and our own umount may find the target busy."""
+    wait_for(lambda: subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0
+             or not os.path.ismount(mnt), 60, f"{mnt} to unmount")
+    wait_for(lambda: str(mnt) not in all_mount_points(), 60, f"{mnt} to leave every namespace")
+    wait_for(lambda: not subprocess.run(["losetup", "-j", str(image)], capture_output=True,
+                                        text=True).stdout.strip(), 60, f"the loop device of {image} to go")
 
 
 def test_a_full_output_disk_fails_clearly_and_leaves_no_half_artifact(minimal_plan, recipes, tmp_path):
     name = "fullout"
     faulty_recipe(recipes, tmp_path, name, "full\n", disks=False)
-    _, out = small_fs(tmp_path, "output", 160)
+    image, out = small_fs(tmp_path, "output", 160)
     try:
         env = dict(DISTONET_OUTPUT=str(out))
         proc = run(recipes, "build", name, env=env)
@@ -215,7 +223,7 @@ def test_a_full_output_disk_fails_clearly_and_leaves_no_half_artifact(minimal_pl
         assert not (out / name).exists()                                   # no build appeared
         assert not [p for p in out.rglob("*") if ".tmp" in p.name]        # no half-written artifact
     finally:
-        unmount(out)
+        unmount(out, image)
     again = run(recipes, "build", name)                                    # room again: it completes
     assert again.returncode == 0, again.stderr[-3000:]
     assert verify(Paths.default(), recipes=[name]).sound
@@ -237,20 +245,26 @@ def test_a_full_stage_store_fails_clearly_then_completes_once_it_has_room(recipe
         assert "Traceback" not in proc.stderr
         small = Paths(recipes=recipes, cache=cache, output=tmp_path / "output")
         wait_for(lambda: leftovers(small) == [], 60, "the failed build's leftovers to vanish")
-        assert not list(small.stages.glob("*.partial-*")) and verify(small).sound
+        assert not list(small.stages.glob("*.partial-*"))
+        # verify in a process of its own: in ours it would move pytest into a private mount
+        # namespace holding a copy of this mount, which would then outlive our umount
+        checked = run(recipes, "verify", env=env)
+        assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
         # room: the file system grown (offline: this kernel refuses an online resize that needs
         # more group descriptors than mkfs reserved), mounted again where it was
-        unmount(mnt)
+        unmount(mnt, image)
         subprocess.run(["truncate", "-s", "3G", str(image)], check=True)
         subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True)
         subprocess.run(["resize2fs", str(image)], check=True, capture_output=True)
         subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
         again = run(recipes, "build", "minimal", env=env)
         assert again.returncode == 0, again.stderr[-3000:]
-        assert verify(small).sound
+        checked = run(recipes, "verify", env=env)
+        assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+        wait_for(lambda: leftovers(small) == [], 60, "the build's leftovers to vanish")
     finally:
         if os.path.ismount(mnt):
-            unmount(mnt)
+            unmount(mnt, image)
 
 
 def test_a_hung_command_is_ended_by_its_timeout(minimal_plan, recipes, tmp_path):
