@@ -94,7 +94,8 @@ def _run_stage(plan: BuildPlan, store: StageStore, stage: Stage, runner) -> dict
     shared = stagecache.configured()
 
     def push(stamp: dict) -> None:
-        stagecache.try_push(shared, stage.key, store.tree(stage.key), stamp, stage.name, runner)
+        stagecache.try_push(shared, stage.key, store.tree(stage.key), stamp, stage.name, runner,
+                            scratch=plan.paths.work)
 
     with contextlib.ExitStack() as held:
         held.enter_context(store.building(stage.key, stage.name))

@@ -277,7 +277,8 @@ def cmd_push_stages(a) -> int:
         for stage in plan.stages:
             if not store.done(stage.key):
                 raise DistonetError(f"{plan.name}: stage {stage.name} is not built", hint=f"distonet build {plan.name}")
-            stagecache.try_push(cache, stage.key, store.tree(stage.key), store.read_stamp(stage.key), stage.name)
+            stagecache.try_push(cache, stage.key, store.tree(stage.key), store.read_stamp(stage.key), stage.name,
+                                scratch=plan.paths.work)
     return 0
 
 

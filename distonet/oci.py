@@ -20,7 +20,9 @@ for a registry on a trusted network or loopback). Credentials are the registry's
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,6 +34,19 @@ from . import faults, log
 from .errors import BuildError, DistonetError
 from .fsutil import fsync_dir, sha256_file
 from .manifest import MANIFEST, SUMS, Manifest
+
+
+@contextlib.contextmanager
+def probing():
+    """oras logs a registry's "manifest unknown" as an error before it raises: when we only ask
+    whether a tag exists, that is an answer, not an error for the user's terminal."""
+    oras_log = logging.getLogger("oras.logger")
+    level = oras_log.level
+    oras_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        oras_log.setLevel(level)
 
 TITLE = "org.opencontainers.image.title"
 CONFIG_TYPE = "application/vnd.distonet.build.config.v1+json"
@@ -66,7 +81,8 @@ class OciShare:
         client = self.client()
         try:
             container = client.get_container(self.ref(recipe, "latest"))
-            layers = client.get_manifest(container).get("layers", [])
+            with probing():
+                layers = client.get_manifest(container).get("layers", [])
         except Exception:  # oras raises its own kinds and requests' for a missing tag: no previous build
             return []
         layer = next((x for x in layers if (x.get("annotations") or {}).get(TITLE) == MANIFEST), None)

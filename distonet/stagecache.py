@@ -23,9 +23,11 @@ tampered entry is refused (and the stage built instead).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -77,7 +79,8 @@ class DirCache:
     def has(self, key: str) -> bool:
         return self.record(key) is not None
 
-    def push(self, key: str, tree: Path, stamp: dict, runner: Runner = run) -> int:
+    def push(self, key: str, tree: Path, stamp: dict, runner: Runner = run, name: str = "",
+             scratch: Path | None = None) -> int:
         """Two builders may push one key at once, each with its own tarball (their trees were
         built apart: the same content, other bytes). Each tarball is named by its digest; the
         record is created with link(2), which fails if it exists (also over NFS), so the first
@@ -95,6 +98,7 @@ class DirCache:
             final = self.root / f"{key}.{digest[:16]}.tar.zst"
             record = {"key": key, "file": final.name, "sha256": digest, "size": tmp.stat().st_size, "stamp": stamp}
             os.replace(tmp, final)
+            faults.point(f"cache:packed:{name}")
             write_atomic(rec_tmp, json.dumps(record, indent=2))
             try:
                 os.link(rec_tmp, self.root / f"{key}.json")          # the commit point
@@ -148,6 +152,29 @@ class DirCache:
         return record["stamp"], record["size"]
 
 
+@contextlib.contextmanager
+def push_scratch(scratch: Path | None, key: str):
+    """A directory for the tarball on its way to a registry, under the build's work directory:
+    named by our pid, so the next push removes one whose pusher was killed (a temporary
+    directory of /tmp would stay there)."""
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="distonet-stage-") as tmp:
+            yield Path(tmp)
+        return
+    scratch.mkdir(parents=True, exist_ok=True)
+    for old in scratch.glob("push-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = scratch / f"push-{key[:16]}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class OciCache:
     def __init__(self, share):
         self.share = share           # oci.OciShare: host, namespace, insecure
@@ -159,29 +186,35 @@ class OciCache:
         return client.get_container(self.share.ref("stages", key))
 
     def _manifest(self, key: str) -> dict | None:
+        from .oci import probing
         client = self.share.client()
         try:
-            return client.get_manifest(self._container(client, key))
+            with probing():
+                return client.get_manifest(self._container(client, key))
         except Exception:            # oras raises a plain ValueError for an unknown tag
             return None
 
     def has(self, key: str) -> bool:
         return self._manifest(key) is not None
 
-    def push(self, key: str, tree: Path, stamp: dict, runner: Runner = run) -> int:
+    def push(self, key: str, tree: Path, stamp: dict, runner: Runner = run, name: str = "",
+             scratch: Path | None = None) -> int:
+        """Blobs first, the manifest last: the tag is the commit, so a push killed before it
+        leaves no entry (the registry collects the untagged blob)."""
         import oras.oci
         if self.has(key):
             return 0
         client = self.share.client()
         container = self._container(client, key)
-        with tempfile.TemporaryDirectory(prefix="distonet-stage-") as tmp:
-            tarball, conf_file = Path(tmp) / "stage.tar.zst", Path(tmp) / "stamp.json"
+        with push_scratch(scratch, key) as tmp:
+            tarball, conf_file = tmp / "stage.tar.zst", tmp / "stamp.json"
             pack(tree, tarball, runner)
             conf_file.write_text(json.dumps(stamp, sort_keys=True))
             layer = oras.oci.NewLayer(str(tarball), media_type=STAGE_MEDIA)
             layer["annotations"] = {"io.distonet.stage-key": key}
             if not client.blob_exists(layer, container):
                 client._check_200_response(client.upload_blob(str(tarball), container, layer))
+            faults.point(f"cache:packed:{name}")
             conf = oras.oci.NewLayer(str(conf_file), media_type=STAMP_MEDIA)
             conf.pop("annotations", None)
             client._check_200_response(client.upload_blob(str(conf_file), container, conf))
@@ -248,14 +281,16 @@ def try_pull(cache, key: str, partial: Path, name: str, runner: Runner = run) ->
         return None
 
 
-def try_push(cache, key: str, tree: Path, stamp: dict, name: str, runner: Runner = run) -> None:
+def try_push(cache, key: str, tree: Path, stamp: dict, name: str, runner: Runner = run,
+             scratch: Path | None = None) -> None:
     """Push a stage this builder made; a failure is said, never fatal (the build is done)."""
     if cache is None:
         return
     try:
         with log.step(f"push {name} [{key[:12]}] to {cache}"):
             faults.point(f"cache:push:{name}")
-            size = cache.push(key, tree, {k: v for k, v in stamp.items() if not re.match(r"pulled_", k)}, runner)
+            size = cache.push(key, tree, {k: v for k, v in stamp.items() if not re.match(r"pulled_", k)}, runner,
+                              name=name, scratch=scratch)
         if size:
             log.info(f"stage cache: pushed {name}, {size >> 20} MiB")
     except Exception as exc:    # the registry or share went away: the local build stands

@@ -426,6 +426,26 @@ def test_the_mirror_unreachable_mid_build(minimal_plan, recipes):
     distonet("clean", name, recipes=recipes)
 
 
+def killed_pull_then_every_stage_pulled(recipes, tmp_path, name, env, plan) -> None:
+    """A fresh builder (its own stage store) killed in the middle of unpacking a pulled stage
+    leaves no stage and nothing else; its next build pulls every stage, runs none, verifies."""
+    fresh = tmp_path / "fresh"
+    (fresh / "cache").mkdir(parents=True)
+    for kept in ("apt-archives", "apt-lists", "archive"):
+        if (Paths.default().cache / kept).exists():
+            os.symlink(Paths.default().cache / kept, fresh / "cache" / kept)
+    env = {**env, "DISTONET_CACHE": str(fresh / "cache"), "DISTONET_OUTPUT": str(fresh / "output")}
+    killed = run(recipes, "build", name, env=env, fault="command:tar:kill")       # mid-unpack
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    store = Paths(recipes=recipes, cache=fresh / "cache", output=fresh / "output")
+    wait_for(lambda: leftovers(store) == [], 60, "the killed pull's leftovers to vanish")
+    assert not any(StageStore(store.stages).done(s.key) for s in plan.stages[:1])
+    again = run(recipes, "build", name, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pulled" in again.stderr and not re.search(r"^▶ (bootstrap|packages\S*) \[[0-9a-f]+\]$", again.stderr, re.M)
+    assert verify(store).sound
+
+
 @pytest.mark.nightly
 def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_path):
     """A builder killed while it pushes a stage to the shared cache leaves no entry (the record
@@ -434,6 +454,7 @@ def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_pa
     unpacking a pulled stage leaves no stage; its next build pulls every stage and runs none."""
     name = "cached"
     faulty_recipe(recipes, tmp_path, name, "cache\n")
+    distonet("clean", name, recipes=recipes)                        # its stage made here, not left by a failed run
     shared = tmp_path / "stage-cache"
     env = {"DISTONET_STAGE_CACHE": str(shared)}
     proc = run(recipes, "build", name, env=env, fault="cache:push:overlay.f:kill")
@@ -450,18 +471,35 @@ def test_a_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_pa
     named = {f"{s.key}.json" for s in plan.stages} | {DirCache(shared).record(s.key)["file"] for s in plan.stages}
     assert sorted(p.name for p in shared.iterdir()) == sorted(named)   # the killed push's litter swept
 
-    fresh = tmp_path / "fresh"
-    (fresh / "cache").mkdir(parents=True)
-    for kept in ("apt-archives", "apt-lists", "archive"):
-        if (Paths.default().cache / kept).exists():
-            os.symlink(Paths.default().cache / kept, fresh / "cache" / kept)
-    env = {**env, "DISTONET_CACHE": str(fresh / "cache"), "DISTONET_OUTPUT": str(fresh / "output")}
-    killed = run(recipes, "build", name, env=env, fault="command:tar:kill")       # mid-unpack
-    assert killed.returncode == -signal.SIGKILL
-    store = Paths(recipes=recipes, cache=fresh / "cache", output=fresh / "output")
-    wait_for(lambda: leftovers(store) == [], 60, "the killed pull's leftovers to vanish")
-    assert not any(StageStore(store.stages).done(s.key) for s in plan.stages[:1])
-    again = run(recipes, "build", name, env=env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "pulled" in again.stderr and verify(store).sound
+    killed_pull_then_every_stage_pulled(recipes, tmp_path, name, env, plan)
+    distonet("clean", name, recipes=recipes)
+
+
+@pytest.mark.nightly
+def test_an_oci_stage_cache_push_and_pull_killed_midway(minimal_plan, recipes, tmp_path, registry):
+    """The same with a registry as the shared cache: a builder killed after the stage's blob is
+    up and before its manifest leaves no entry (the tag is the commit) and no temporary tarball;
+    the next `push-stages` pushes every stage; a fresh builder killed mid-unpack, then pulls all."""
+    from distonet.stagecache import cache_for
+    port, _ = registry
+    name = "ocicached"
+    faulty_recipe(recipes, tmp_path, name, "oci cache\n")
+    distonet("clean", name, recipes=recipes)                        # its stage made here, not left by a failed run
+    spec = f"oci+http://127.0.0.1:{port}/lab"
+    env = {"DISTONET_STAGE_CACHE": spec}
+    proc = run(recipes, "build", name, env=env, fault="cache:packed:overlay.f:kill")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    wait_for(lambda: leftovers(Paths.default()) == [], 60, "the killed build's leftovers to vanish")
+    plan = plan_for(name, recipes)
+    cache = cache_for(spec)
+    assert not cache.has(plan.stage("overlay.f").key)               # the blob alone is no entry
+    assert list(Paths.default().work.glob("push-*"))                # the killed push's tarball...
+    rest = run(recipes, "build", name, env=env)                     # the stages after it, pushed as made
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert "manifest unknown" not in rest.stderr                    # (oras' noise for an absent tag)
+    assert not list(Paths.default().work.glob("push-*"))             # ...swept by the next push
+    pushed = run(recipes, "push-stages", name, "--cache", spec)     # and the one killed
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert all(cache.has(s.key) for s in plan.stages)
+    killed_pull_then_every_stage_pulled(recipes, tmp_path, name, env, plan)
     distonet("clean", name, recipes=recipes)
