@@ -92,12 +92,23 @@ def our_processes() -> dict[tuple[str, str], str]:
     return found
 
 
-def named_netns() -> set[str]:
-    """Network namespaces kept by name (`ip netns add`): they outlive every process."""
+def kept_namespaces() -> set[str]:
+    """Namespaces that outlive every process: those kept by name (`ip netns add`), and any kept
+    by a bind mount of its nsfs file, in any process's mount table. (One held only by an open
+    descriptor lives as long as its process, which the process check finds.)"""
     try:
-        return {f"network namespace {n}" for n in os.listdir("/run/netns")}
+        kept = {f"network namespace {n}" for n in os.listdir("/run/netns")}
     except OSError:
-        return set()
+        kept = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                with open(proc / "mountinfo") as fh:
+                    kept |= {f"namespace kept at {line.split()[4]} ({line.split()[3]})"
+                             for line in fh if line.split(" - ", 1)[1].startswith("nsfs ")}
+            except (OSError, IndexError):
+                continue
+    return kept
 
 
 def leftovers(paths: Paths) -> list[str]:
@@ -116,11 +127,11 @@ def project_paths() -> Paths:
 
 @pytest.fixture(autouse=True)
 def no_leaks(request, project_paths):
-    before, netns = set(our_processes()), named_netns()
+    before, netns = set(our_processes()), kept_namespaces()
 
     def left():
         born = [name for key, name in our_processes().items() if key not in before]
-        return leftovers(project_paths) + sorted(named_netns() - netns) + [f"process {p}" for p in born]
+        return leftovers(project_paths) + sorted(kept_namespaces() - netns) + [f"process {p}" for p in born]
     yield
     if "integration" in request.keywords:
         # A killed build's namespace goes with its last process: give the kernel a moment.
