@@ -256,10 +256,15 @@ def recover(state_dir: Path, runner: Runner = run) -> int:
     for path in sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []:
         try:
             state = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue  # gone since the listing: its owner finished, or another build recovered it
         except (OSError, ValueError) as exc:
             # Not silently: an unreadable record may stand for mounts nobody will undo.
             log.info(f"recover: {path} is unreadable ({exc}); set aside as {path.name}.bad")
-            path.replace(path.with_name(path.name + ".bad"))
+            try:
+                path.replace(path.with_name(path.name + ".bad"))
+            except FileNotFoundError:
+                pass
             continue
         if state.get("start") and _start_time(state["pid"]) == state["start"]:
             continue  # its owner is alive: not ours to touch

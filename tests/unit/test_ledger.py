@@ -72,6 +72,22 @@ def test_recover_sets_an_unreadable_record_aside(tmp_path):
     assert (tmp_path / "1-x.json.bad").exists()
 
 
+def test_a_record_gone_between_listing_and_reading_is_passed_over(tmp_path, monkeypatch):
+    """Found by four builds at once: a record's owner finished (or another build recovered it)
+    just after this build listed the ledger directory."""
+    (tmp_path / "1-x.json").write_text(json.dumps({"pid": 1, "start": "0", "entries": []}))
+    real_glob = type(tmp_path).glob
+
+    def glob_then_vanish(self, pattern):
+        found = list(real_glob(self, pattern))
+        for path in found:
+            path.unlink()
+        return iter(found)
+    monkeypatch.setattr(type(tmp_path), "glob", glob_then_vanish)
+    assert recover(tmp_path, RecordingRunner()) == 0
+    assert list(os.listdir(tmp_path)) == []                     # nothing set aside as .bad
+
+
 def test_a_recycled_pid_is_never_signalled(tmp_path):
     """H1: a record of a dead build whose pid now belongs to an unrelated process group."""
     victim = subprocess.Popen(["sleep", "30"], process_group=0)
