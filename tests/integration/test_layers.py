@@ -111,6 +111,8 @@ def test_several_recipes_in_one_graph(minimal_plan, recipes):
     distonet("clean", "one", "two", recipes=recipes)
 
 
+# nightly: a second suite's bootstrap and a boot, three minutes; CI keeps the layer tests
+@pytest.mark.nightly
 def test_previous_stable_builds_by_changing_one_key_and_boots(minimal_plan, recipes):
     (recipes / "bookworm.yaml").write_text("extends: minimal\ndistribution: {suite: bookworm}\n")
     distonet("build", "bookworm", recipes=recipes)

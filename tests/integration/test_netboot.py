@@ -232,6 +232,8 @@ def test_persistent_nfs_layers_survive_a_reboot_and_stay_per_node(node, tmp_path
     assert leftovers(node.paths) == []
 
 
+# nightly: five minutes of TCG boots; CI boots PXE + iSCSI (mutual CHAP) and the persistent NFS layers
+@pytest.mark.nightly
 def test_persistent_iscsi_layer_is_the_node_s_own_lun(node, tmp_path):
     """node31 logs in to its own target: the shared root read-only (LUN 1) and its layer (LUN 2);
     what it writes survives a reboot (and the shutdown does not hang on the iSCSI root)."""
