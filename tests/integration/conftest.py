@@ -36,18 +36,23 @@ def distonet(*args, **kw):
     return run_cli(*args, tool="distonet", **kw)
 
 
-def all_mount_points() -> set[str]:
-    """Mount points in every process's mount namespace: builds mount in private ones, which the
-    test's own /proc/self/mountinfo cannot see."""
-    found = set()
+def every_mount_table() -> set[str]:
+    """The lines of every process's mount table (each namespace's, once per process): builds
+    mount in private namespaces, which the test's own /proc/self/mountinfo cannot see."""
+    lines = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 with open(proc / "mountinfo") as fh:
-                    found |= {line.split()[4].encode().decode("unicode_escape") for line in fh}
+                    lines |= set(fh)
             except OSError:
                 continue
-    return found
+    return lines
+
+
+def all_mount_points() -> set[str]:
+    """Mount points in every process's mount namespace."""
+    return {line.split()[4].encode().decode("unicode_escape") for line in every_mount_table()}
 
 
 def processes_inside(path: Path) -> list[str]:
@@ -100,15 +105,8 @@ def kept_namespaces() -> set[str]:
         kept = {f"network namespace {n}" for n in os.listdir("/run/netns")}
     except OSError:
         kept = set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                with open(proc / "mountinfo") as fh:
-                    kept |= {f"namespace kept at {line.split()[4]} ({line.split()[3]})"
-                             for line in fh if line.split(" - ", 1)[1].startswith("nsfs ")}
-            except (OSError, IndexError):
-                continue
-    return kept
+    return kept | {f"namespace kept at {line.split()[4]} ({line.split()[3]})"
+                   for line in every_mount_table() if " - nsfs " in line}
 
 
 def leftovers(paths: Paths) -> list[str]:
@@ -184,6 +182,17 @@ def summary_states(stderr: str) -> dict[str, str]:
         if len(parts) >= 2 and parts[-1] in ("run", "cached", "missing", "pulled"):
             rows[" ".join(parts[:-2]) if parts[0] == "output" else parts[0]] = parts[-1]
     return rows
+
+
+def sharing_downloads(cache: Path, source: Path | None = None) -> Path:
+    """A stage cache of its own at `cache` that shares `source`'s downloads (packages, lists,
+    the archive's state), not its stages: a build there starts from nothing but the network."""
+    source = source or Paths.default().cache
+    cache.mkdir(parents=True, exist_ok=True)
+    for shared in ("apt-archives", "apt-lists", "archive"):
+        if (source / shared).exists():
+            os.symlink(source / shared, cache / shared)
+    return cache
 
 
 def wait_for(predicate, timeout, what):

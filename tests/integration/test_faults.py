@@ -21,7 +21,7 @@ from distonet.publish import PARTIAL, LocalShare
 from distonet.stagecache import DirCache
 from distonet.store import StageStore
 from distonet.verify import verify
-from tests.integration.conftest import all_mount_points, distonet, leftovers, plan_for, wait_for
+from tests.integration.conftest import all_mount_points, distonet, leftovers, plan_for, sharing_downloads, wait_for
 from tests.integration.test_publish_shares import registry, sshd  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -233,12 +233,8 @@ def test_a_full_output_disk_fails_clearly_and_leaves_no_half_artifact(minimal_pl
 @pytest.mark.nightly
 def test_a_full_stage_store_fails_clearly_then_completes_once_it_has_room(recipes, tmp_path):
     image, mnt = small_fs(tmp_path, "cachefs", 120)
-    cache = mnt / "cache"                  # below the mount point, which is no leftover of a build
-    cache.mkdir()
+    cache = sharing_downloads(mnt / "cache")   # below the mount point, which is no leftover of a build
     try:
-        for shared in ("apt-archives", "apt-lists", "archive"):               # downloads, not stages
-            if (Paths.default().cache / shared).exists():
-                os.symlink(Paths.default().cache / shared, cache / shared)
         env = dict(DISTONET_CACHE=str(cache), DISTONET_OUTPUT=str(tmp_path / "output"))
         proc = run(recipes, "build", "minimal", env=env)
         assert proc.returncode == 1, proc.stderr[-3000:]
@@ -430,10 +426,7 @@ def killed_pull_then_every_stage_pulled(recipes, tmp_path, name, env, plan) -> N
     """A fresh builder (its own stage store) killed in the middle of unpacking a pulled stage
     leaves no stage and nothing else; its next build pulls every stage, runs none, verifies."""
     fresh = tmp_path / "fresh"
-    (fresh / "cache").mkdir(parents=True)
-    for kept in ("apt-archives", "apt-lists", "archive"):
-        if (Paths.default().cache / kept).exists():
-            os.symlink(Paths.default().cache / kept, fresh / "cache" / kept)
+    sharing_downloads(fresh / "cache")
     env = {**env, "DISTONET_CACHE": str(fresh / "cache"), "DISTONET_OUTPUT": str(fresh / "output")}
     killed = run(recipes, "build", name, env=env, fault="command:tar:kill")       # mid-unpack
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]

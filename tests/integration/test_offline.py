@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from distonet import PROJECT_ROOT
+from tests.integration.conftest import sharing_downloads
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +19,7 @@ def test_cold_rebuild_offline_from_the_package_caches(minimal_plan):
     assert any((main / "apt-lists").glob("*/*_Packages*")), "the first build keeps the package lists"
     root = main / "offline-test"
     shutil.rmtree(root, ignore_errors=True)
-    (root / "cache").mkdir(parents=True)
-    for shared in ("apt-archives", "apt-lists", "archive"):
-        os.symlink(main / shared, root / "cache" / shared)
+    sharing_downloads(root / "cache", main)
     env = dict(os.environ, DISTONET_CACHE=str(root / "cache"), DISTONET_OUTPUT=str(root / "output"))
     # A network namespace of our own has no route anywhere: the build is really offline.
     proc = subprocess.run(["unshare", "--net", "--", sys.executable, "-m", "doit",

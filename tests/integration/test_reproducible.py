@@ -12,23 +12,16 @@ import pytest
 
 from distonet import PROJECT_ROOT
 from distonet.manifest import Manifest
+from tests.integration.conftest import sharing_downloads
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.nightly
 def test_a_cold_rebuild_elsewhere_gives_the_same_bytes(minimal_build, minimal_plan, tmp_path):
+    again = build_elsewhere(minimal_plan.paths.recipes, "minimal", tmp_path, minimal_plan.paths.cache)
     cache = tmp_path / "cache"
-    cache.mkdir()
-    for shared in ("apt-archives", "apt-lists", "archive"):      # downloads, not stages
-        if (minimal_plan.paths.cache / shared).exists():
-            os.symlink(minimal_plan.paths.cache / shared, cache / shared)
-    env = dict(os.environ, DISTONET_CACHE=str(cache), DISTONET_OUTPUT=str(tmp_path / "output"))
-    proc = subprocess.run([sys.executable, "-m", "distonet", "build", "minimal"], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     first = Manifest.load(minimal_plan.out_dir)
-    again = Manifest.load(tmp_path / "output" / "minimal")
     if again.archive_state != first.archive_state:        # the archive moved since the session's build
         first = build_elsewhere(minimal_plan.paths.recipes, "minimal", tmp_path / "c", minimal_plan.paths.cache)
         assert first.archive_state == again.archive_state, "the archive moved twice during the test"
@@ -41,11 +34,7 @@ def test_a_cold_rebuild_elsewhere_gives_the_same_bytes(minimal_build, minimal_pl
 
 def build_elsewhere(recipes, name: str, root, project_cache) -> Manifest:
     """`name` built from nothing in its own store and output folder (downloads shared)."""
-    cache = root / "cache"
-    cache.mkdir(parents=True)
-    for shared in ("apt-archives", "apt-lists", "archive"):
-        if (project_cache / shared).exists():
-            os.symlink(project_cache / shared, cache / shared)
+    cache = sharing_downloads(root / "cache", project_cache)
     env = dict(os.environ, DISTONET_CACHE=str(cache), DISTONET_OUTPUT=str(root / "output"),
                DISTONET_RECIPES=str(recipes))
     proc = subprocess.run([sys.executable, "-m", "distonet", "build", name], cwd=PROJECT_ROOT, env=env,
