@@ -11,8 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import __version__, faults, log, outdir
@@ -22,6 +21,7 @@ from .host import scratch
 from .host.ledger import Ledger, recover
 from .host.namespace import enter_private_mounts
 from .host.run import check_tools, run
+from .current import HASHING, Hashing, made, manifest_current, output_current, stage_done  # noqa: F401  (output_current: the old home)
 from .manifest import Artifact, BootRecord, Manifest, hashes_later, with_hashes
 from .outputs import REGISTRY as OUTPUTS
 from .outputs.base import OutputContext
@@ -73,12 +73,6 @@ def _prepare(plan: BuildPlan) -> StageStore:
 
 
 # -- stages ----------------------------------------------------------------------------------
-
-def stage_done(plan: BuildPlan, stage: Stage) -> bool:
-    """Complete, and so are the layers below it (a pruned parent invalidates its children)."""
-    store = store_of(plan)
-    return all(store.done(s.key) for s in stage.ancestry())
-
 
 def build_stage(plan: BuildPlan, stage_name: str, runner=run) -> dict:
     store = _prepare(plan)
@@ -177,48 +171,14 @@ def _make(plan: BuildPlan, stage: Stage, ctx: StageContext, holder: Ledger, runn
 
 # -- outputs ---------------------------------------------------------------------------------
 
-@dataclass
-class _Hashing:
-    """An output made, its artifacts being hashed in a thread while the build goes on. The
-    thread writes the output's state (what says it is made) when the digests are in, then
-    releases its locks: a later step in another process (doit -P process) waits on the lock."""
-    future: Future
-    directory: Path
-    key: str
-    arts: list[Artifact]
-
-
-_hashing: dict[tuple[str, str], _Hashing] = {}
 _hasher: ThreadPoolExecutor | None = None
-
-
-def _in_hashing(plan: BuildPlan, name: str) -> _Hashing | None:
-    h = _hashing.get((str(outdir.staging(plan.out_dir)), name))
-    return h if h is not None and h.key == plan.output(name).key else None
-
-
-def _made(plan: BuildPlan, name: str, wait: bool = False) -> tuple[Path, list[Artifact]] | None:
-    """Where the output made for its current key is, and its artifacts; None if not made. With
-    `wait`, first wait for another process that holds the output (making or hashing it)."""
-    h = _in_hashing(plan, name)
-    if h is not None:
-        return h.directory, h.arts
-    if wait:
-        with outdir.locked(plan.out_dir, name):
-            pass
-    where = outdir.find(plan.out_dir, name, plan.output(name).key)
-    return (where, outdir.artifacts(where, name)) if where is not None else None
-
-
-def output_current(plan: BuildPlan, name: str) -> bool:
-    return _made(plan, name) is not None
 
 
 def finish_hashes() -> None:
     """Wait for the artifacts this process hashes behind the build (their states written)."""
     errors = []
-    while _hashing:
-        (_, name), h = _hashing.popitem()
+    while HASHING:
+        (_, name), h = HASHING.popitem()
         try:
             h.future.result()
         except OSError as exc:
@@ -269,16 +229,16 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
     with contextlib.ExitStack() as locks:
         locks.enter_context(outdir.locked(current, shared=True))
         locks.enter_context(outdir.locked(current, name))
-        made = _made(plan, name)
-        if made is not None:  # made by another build while we waited
-            return made[1]
+        already = made(plan, name)
+        if already is not None:  # made by another build while we waited
+            return already[1]
         inputs = {}
         for need in step.needs:
-            made = _made(plan, need, wait=True)
-            if made is None:
+            there = made(plan, need, wait=True)
+            if there is None:
                 raise BuildError(f"{plan.name}: output {name} needs {need}, which is not built",
                                  hint=f"build the whole recipe: distonet build {plan.name}")
-            inputs[need] = [a.at(made[0]) for a in made[1]]
+            inputs[need] = [a.at(there[0]) for a in there[1]]
         nxt.mkdir(parents=True, exist_ok=True)
         work = plan.paths.work / f"{name}-{plan.name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
@@ -307,23 +267,13 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
             _hasher = _hasher or ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
             future = _hasher.submit(_hash_and_record, arts, list(unhashed), nxt, name, step.key, started,
                                     timing["seconds"], locks.pop_all())
-            _hashing[(str(nxt), name)] = _Hashing(future, nxt, step.key, arts)
+            HASHING[(str(nxt), name)] = Hashing(future, nxt, step.key, arts)
             return arts
         outdir.write_state(nxt, name, step.key, started, timing["seconds"], arts)
         return arts
 
 
 # -- the build as one set ---------------------------------------------------------------------
-
-def manifest_current(plan: BuildPlan) -> bool:
-    current = plan.out_dir
-    try:
-        m = Manifest.load(current)
-    except BuildError:
-        return False
-    return m.build_id == plan.build_id and all(
-        outdir.intact(current, outdir.read_state(current, o.name), o.key) for o in plan.outputs)
-
 
 def commit(plan: BuildPlan) -> Path:
     """Carry unchanged outputs over, write manifest and SHA256SUMS, swap the set in."""

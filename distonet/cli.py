@@ -29,7 +29,7 @@ def _doit(task: str, names: list[str], jobs: int, extra: tuple[str, ...] = ()) -
 
     from .tasks import DOIT_CONFIG, load_tasks
 
-    tasks = load_tasks(names)  # recipe errors surface here, before doit starts
+    tasks = load_tasks(names, kept=task != "nightly")  # recipe errors surface here, before doit starts
 
     class Loader(TaskLoader2):
         def load_doit_config(self):

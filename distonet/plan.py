@@ -61,6 +61,10 @@ class Stage:
     def short(self) -> str:
         return self.key[:12]
 
+    @property
+    def doc(self) -> str:
+        return STAGES[self.kind].doc or self.kind
+
     def ancestry(self) -> list["Stage"]:
         """This stage and its ancestors, nearest first (the overlayfs lowerdir order)."""
         out, s = [], self
@@ -80,6 +84,10 @@ class OutputStep:
     @property
     def short(self) -> str:
         return self.key[:12]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(OUTPUTS[self.name].files(self.options))
 
 
 @dataclass(frozen=True)

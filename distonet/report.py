@@ -3,11 +3,15 @@ run, total, and the artifacts with their sizes."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import outdir
 from .errors import DistonetError
 from .manifest import Manifest
-from .plan import BuildPlan
 from .store import StageStore
+
+if TYPE_CHECKING:
+    from .plan import BuildPlan
 
 
 def _size(n: int) -> str:

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from . import faults
 from .errors import BuildError
-from .fsutil import syncfs, write_atomic
+from .fsutil import sync_tree, write_atomic
 from .host.ledger import Ledger, mounts_below
 from .host.locks import try_lock, wait_lock
 
@@ -159,7 +159,7 @@ class StageStore:
         """Rename the partial into place, then write the stamp: the snapshot now counts."""
         try:
             shutil.rmtree(partial / "work", ignore_errors=True)  # overlayfs' work dir is not content
-            syncfs(partial)      # the tree is on disk before its stamp says it is done (even after a power cut)
+            sync_tree(partial)   # the tree is on disk before its stamp says it is done (even after a power cut)
             final = self.dir(key)
             remove_tree(final)  # a snapshot without a stamp is incomplete
             faults.point(f"stage:{stamp.get('stage', short(key))}:made")

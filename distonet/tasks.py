@@ -17,12 +17,15 @@ import sys
 import threading
 import time
 
+from typing import TYPE_CHECKING
+
 from doit.reporter import ConsoleReporter
 
-from . import actions, doitdb, log
+from . import current, doitdb, log, plancache
 from .errors import BuildError, DistonetError, report
-from .outputs import REGISTRY as OUTPUTS
-from .plan import BuildPlan
+
+if TYPE_CHECKING:
+    from .plan import BuildPlan
 
 DEFAULT_RECIPE = "minimal"
 
@@ -58,7 +61,9 @@ class Reporter(ConsoleReporter):
 
     def complete_run(self):
         try:
-            actions.finish_behind()   # hashes and stage copies still running when a step failed
+            actions = sys.modules.get("distonet.actions")  # not imported: nothing was built
+            if actions is not None:
+                actions.finish_behind()   # hashes and stage copies still running when a step failed
         except DistonetError as exc:
             self.runtime_errors.append(str(exc))
         failed = {f["task"].name.split(":", 1)[-1] for f in self.failures}
@@ -110,13 +115,15 @@ def _signals() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _action(fn, plan: BuildPlan, what: str, *args):
+def _action(fn: str, plan: BuildPlan, what: str, *args):
     """The doit boundary: an error becomes one line naming the recipe file and the step; an
-    interrupt ends the run at once with 130 or 143, after the step has undone its work."""
+    interrupt ends the run at once with 130 or 143, after the step has undone its work. `fn`
+    names a function of actions.py, imported (with the whole plan) only when a step runs."""
     def action():
         _signals()
         try:
-            fn(plan, *args)
+            from . import actions
+            getattr(actions, fn)(plancache.full(plan), *args)
         except KeyboardInterrupt as exc:
             sys.stderr.flush()
             os._exit(report(exc))
@@ -133,7 +140,6 @@ def _action(fn, plan: BuildPlan, what: str, *args):
             return False
         return None
     action.__name__ = action.__qualname__ = f"{what} of {plan.name}"
-    action.__doc__ = fn.__doc__
     return action
 
 
@@ -156,28 +162,28 @@ def make_tasks(plan: BuildPlan):
         yield {
             "basename": stage.name, "name": r,
             "doc": f"{stage.kind} stage [{stage.short}]",
-            "actions": [_action(actions.build_stage, plan, f"stage {stage.name}", stage.name)],
+            "actions": [_action("build_stage", plan, f"stage {stage.name}", stage.name)],
             "uptodate": [Check(f"snapshot {stage.short} and its parents are complete",
-                               lambda s=stage: actions.stage_done(plan, s))],
+                               lambda s=stage: current.stage_done(plan, s))],
             "task_dep": [f"{stage.parent.name}:{r}"] if stage.parent else [],
             "verbosity": 2,
         }
     for step in plan.outputs:
-        files = OUTPUTS[step.name].files(step.options)
+        files = step.files
         yield {
             "basename": step.name, "name": r,
             "doc": f"output {', '.join(files)} [{step.short}]",
-            "actions": [_action(actions.build_output, plan, f"output {step.name}", step.name)],
+            "actions": [_action("build_output", plan, f"output {step.name}", step.name)],
             "uptodate": [Check(f"{step.name} was made for key {step.short} and is unchanged",
-                               lambda n=step.name: actions.output_current(plan, n))],
+                               lambda n=step.name: current.output_current(plan, n))],
             "task_dep": [f"{plan.sealed.name}:{r}", *(f"{n}:{r}" for n in step.needs)],
             "verbosity": 2,
         }
     yield {
         "basename": "manifest", "name": r,
         "doc": "manifest.json and SHA256SUMS; the new set of artifacts appears at once",
-        "actions": [_action(actions.commit, plan, "manifest")],
-        "uptodate": [Check(f"manifest is for build {plan.build_id}", lambda: actions.manifest_current(plan))],
+        "actions": [_action("commit", plan, "manifest")],
+        "uptodate": [Check(f"manifest is for build {plan.build_id}", lambda: current.manifest_current(plan))],
         "task_dep": [f"{o.name}:{r}" for o in plan.outputs],
         "verbosity": 2,
     }
@@ -186,19 +192,19 @@ def make_tasks(plan: BuildPlan):
         "doc": f"build {plan.source} into {plan.out_dir}",
         "actions": None,
         "task_dep": [f"manifest:{r}"],
-        "clean": [_action(actions.clean, plan, "clean")],
+        "clean": [_action("clean", plan, "clean")],
     }
     yield {
         "basename": "publish", "name": r,
         "doc": f"publish {r}'s boot-tested build to the share (share=PATH, or the site file's publish:)",
-        "actions": [_action(actions.publish, plan, "publish")],
+        "actions": [_action("publish", plan, "publish")],
         "task_dep": [f"manifest:{r}"],
         "verbosity": 2,
     }
     yield {
         "basename": "nightly", "name": r,
         "doc": f"build {r}, boot-test it unless it passed already, publish it unless the share has it",
-        "actions": [_action(actions.nightly, plan, "nightly")],
+        "actions": [_action("nightly", plan, "nightly")],
         "task_dep": [f"manifest:{r}"],
         "uptodate": [False],
         "verbosity": 2,
@@ -206,7 +212,7 @@ def make_tasks(plan: BuildPlan):
     yield {
         "basename": "boot", "name": r,
         "doc": f"boot {r}'s disk under QEMU with each firmware; record the results in the manifest",
-        "actions": [_action(actions.boot, plan, "boot")],
+        "actions": [_action("boot", plan, "boot")],
         "task_dep": [f"manifest:{r}"],
         "verbosity": 2,
     }
@@ -222,17 +228,35 @@ def split_names(value: str | None) -> list[str]:
     return names
 
 
-def load_tasks(names: list[str], offline_ok: bool = False):
-    """Every task of every named recipe. A bad recipe raises RecipeError (all recipes' errors)."""
-    from .pipeline import load_plans
+def load_tasks(names: list[str], offline_ok: bool = False, kept: bool = True):
+    """Every task of every named recipe. A bad recipe raises RecipeError (all recipes' errors).
+    With `kept`, a plan kept by an earlier run whose inputs have not changed stands in for
+    planning (plancache.py); listing and cleaning, which may run offline, always plan."""
     since = time.time()
+    plans = plancache.load(names) if kept and not offline_ok else None
+    if plans is None:
+        from .paths import Paths
+        from .pipeline import load_plan, load_plans
+        paths = Paths.default()
+        load_plan.cache_clear()          # planned in this recording, so that its reads are seen
+        with plancache.recording(paths) as rec:
+            plans = load_plans(names, paths, offline_ok=offline_ok)
+        if kept and not offline_ok:
+            plancache.save(names, paths, plans, rec)
     tasks = []
-    for plan in load_plans(names, offline_ok=offline_ok):
+    for plan in plans:
         LOADED.append((plan, since))
         tasks += list(make_tasks(plan))
     # A group per step name (`doit bootstrap` runs it for every loaded recipe), defined first.
+    docs = {s.name: _stage_doc(s) for plan in plans for s in plan.stages}
     groups = list(dict.fromkeys(t["basename"] for t in tasks))
-    return [{"basename": b, "name": None, "doc": _group_doc(b)} for b in groups] + tasks
+    return [{"basename": b, "name": None, "doc": docs.get(b) or _group_doc(b)} for b in groups] + tasks
+
+
+def _stage_doc(stage) -> str:
+    if stage.name.startswith("packages."):
+        return f"stage: install the {stage.name.split('.', 1)[1]} package layer"
+    return f"stage: {stage.doc}" + (f" ({stage.name[len(stage.kind) + 1:]})" if stage.name != stage.kind else "")
 
 
 def _group_doc(basename: str) -> str:
@@ -241,16 +265,7 @@ def _group_doc(basename: str) -> str:
              "publish": "publish the recipes' boot-tested builds to the share (share=PATH)",
              "nightly": "build, boot-test and publish the recipes, under a lock, with a summary",
              "manifest": "write manifest.json and SHA256SUMS; the new artifacts appear at once"}
-    if basename in fixed:
-        return fixed[basename]
-    if basename.startswith("packages."):
-        return f"stage: install the {basename.split('.', 1)[1]} package layer"
-    from .stages import REGISTRY as STAGES
-    kind = next((k for k in sorted(STAGES, key=len, reverse=True)
-                 if basename == k or basename.startswith(k + ".")), None)
-    if kind:
-        return f"stage: {STAGES[kind].doc or kind}" + (f" ({basename[len(kind) + 1:]})" if basename != kind else "")
-    return f"output: {basename}"
+    return fixed.get(basename, f"output: {basename}")
 
 
 OFFLINE_COMMANDS = ("list", "clean", "info", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion")
@@ -273,7 +288,7 @@ def load_tasks_or_exit(value: str | None, site: str | None = None, share: str | 
                                 "creates device nodes)", hint="run it with sudo, or as root")
         nightly = _nightly_requested(sys.argv[1:])
         names = split_names(value) if value is not None or not nightly else all_recipes()
-        tasks = load_tasks(names, offline_ok=command in OFFLINE_COMMANDS)
+        tasks = load_tasks(names, offline_ok=command in OFFLINE_COMMANDS, kept=not nightly)
         if nightly:
             start_nightly([p for p, _ in LOADED])
         return tasks

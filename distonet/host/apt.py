@@ -15,6 +15,9 @@ from .. import log
 from ..errors import BuildError
 
 SOURCES = Path("/etc/apt")
+# Lists that each archive_state call appends [sources, state] to (plancache.py: what a kept
+# plan must find again).
+WATCHERS: list[list] = []
 _OPTIONS = re.compile(r"^\[[^\]]*\]\s*")
 
 
@@ -137,6 +140,8 @@ def archive_state(sources: list[tuple[str, str]], cache_dir: Path, timeout: floa
     digest = hashlib.sha256()
     for data in files:
         digest.update(hashlib.sha256(data).digest())
+    for watcher in WATCHERS:
+        watcher.append([[list(s) for s in sources], digest.hexdigest()])
     return digest.hexdigest()
 
 

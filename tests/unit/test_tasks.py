@@ -57,8 +57,8 @@ def test_two_recipes_share_one_graph_without_name_clashes(paths):
     plans = {n: plan_of(n, paths) for n in ("minimal", "lab")}
     orig = pipeline.load_plans
     try:
-        pipeline.load_plans = lambda names, offline_ok=False: [plans[n] for n in names]
-        tasks = load_tasks(["minimal", "lab"])
+        pipeline.load_plans = lambda names, paths=None, offline_ok=False: [plans[n] for n in names]
+        tasks = load_tasks(["minimal", "lab"], kept=False)
     finally:
         pipeline.load_plans = orig
     names = [f"{t['basename']}:{t['name']}" if t["name"] else t["basename"] for t in tasks]
