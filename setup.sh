@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
 host_packages="mmdebstrap debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin
-grub-common mtools dosfstools fdisk e2fsprogs arch-test zstd python3-venv ca-certificates util-linux passwd
+grub-common mtools dosfstools fdisk e2fsprogs eatmydata arch-test zstd python3-venv ca-certificates util-linux passwd
 git openssh-client gnupg dpkg-dev ipxe-qemu pxelinux syslinux-common nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 tar
 libvirt-clients libxml2-utils squashfs-tools tgt cpio lsof virt-v2v libxenmisc4.17 isolinux
 openssh-server rsync docker-registry chromium fonts-dejavu-core"

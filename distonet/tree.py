@@ -27,17 +27,25 @@ def find_kernel(tree: Path) -> tuple[str, Path, Path]:
     return max(found, key=lambda f: _version_key(f[0]))
 
 
-def tree_usage(tree: Path) -> tuple[int, int]:
-    """(bytes allocated in 4 KiB blocks, inode count) of a tree, not crossing mounts."""
-    used, inodes = 0, 0
+def tree_usage(tree: Path, newer_than: float | None = None) -> tuple[int, int, list[str]]:
+    """(bytes allocated in 4 KiB blocks, inode count, the paths whose mtime is after
+    `newer_than`) of a tree, not crossing mounts. The paths are the image's ("/" the root,
+    "/etc/motd"): one walk sizes the image and finds what reproducible.py clamps (two walks of a
+    13,000-file tree took 0.65 s of a 3.7 s rootfs)."""
+    used, inodes, newer = 0, 0, []
     dev = tree.stat().st_dev
+    if newer_than is not None and os.lstat(tree).st_mtime > newer_than:
+        newer.append("/")
     for dirpath, dirnames, filenames in os.walk(tree):
         dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == dev]
+        rel = os.path.relpath(dirpath, tree)
         for name in dirnames + filenames:
             st = os.lstat(os.path.join(dirpath, name))
             used += -(-st.st_size // 4096) * 4096
             inodes += 1
-    return used, inodes
+            if newer_than is not None and st.st_mtime > newer_than:
+                newer.append("/" + os.path.normpath(os.path.join(rel, name)))
+    return used, inodes, newer
 
 
 def package_list(root: Path, runner) -> list[dict]:

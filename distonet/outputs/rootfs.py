@@ -12,7 +12,7 @@ from ..errors import CommandError
 from ..fsutil import atomic_path
 from ..layout import MIB, rootfs_size, round_up
 from ..manifest import Artifact
-from ..reproducible import clamp_ext4, mkfs_env
+from ..reproducible import NO_FSYNC, clamp_ext4, mkfs_env
 from ..tree import tree_usage
 from .base import Options, Output, OutputContext
 
@@ -42,7 +42,7 @@ class Rootfs(Output):
     name = "rootfs"
     Options = RootfsOptions
     needs_tree = True
-    tools = ("mkfs.ext4", "debugfs", "dumpe2fs")
+    tools = ("mkfs.ext4", "debugfs", "dumpe2fs", "eatmydata")
     version = 3     # 2: inode times from the build's epoch (reproducible.py); 3: no lifetime writes
 
     @classmethod
@@ -53,13 +53,13 @@ class Rootfs(Output):
     def make(cls, ctx: OutputContext) -> list[Artifact]:
         opts = ctx.options
         image = ctx.out / "rootfs.img"
-        used, inodes = tree_usage(ctx.tree)
+        used, inodes, newer = tree_usage(ctx.tree, ctx.build.epoch or None)
         size = rootfs_size(used, inodes, opts.free_mib, opts.extent_mib)
         with atomic_path(image) as tmp:
             for attempt in range(3):
                 tmp.unlink(missing_ok=True)
                 try:
-                    ctx.runner(mkfs_argv(tmp, ctx.tree, ctx.build.root_uuid, opts.label, size), capture=True,
+                    ctx.runner([*NO_FSYNC, *mkfs_argv(tmp, ctx.tree, ctx.build.root_uuid, opts.label, size)], capture=True,
                                env=mkfs_env(ctx.build.epoch))
                     break
                 except CommandError as exc:
@@ -68,5 +68,5 @@ class Rootfs(Output):
                         raise
                     size = round_up(size + max(size // 4, opts.extent_mib * MIB), opts.extent_mib * MIB)
                     log.info(f"rootfs: filesystem too small, retrying with {size // MIB} MiB")
-            clamp_ext4(tmp, ctx.tree, ctx.build.epoch, ctx.work, ctx.runner)
+            clamp_ext4(tmp, ctx.tree, ctx.build.epoch, ctx.work, ctx.runner, newer)
         return [Artifact.of("rootfs", image, ctx.out, format="ext4")]

@@ -9,7 +9,6 @@ import datetime
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 from .. import __version__
@@ -52,17 +51,22 @@ class Sbom(Output):
         suite = ctx.reads["distribution"].suite
         final = ctx.out / "sbom.spdx.json"
         # The document is a function of these alone: a build that changed no package (an overlay
-        # edited, a hook) takes the one made before instead of a second of spdx-tools.
+        # edited, a hook) takes the one made before instead of a second of spdx-tools. The
+        # image's id (the root file system's UUID, which every overlay edit changes: it comes
+        # from the seal's key) is kept out of the key and written into the kept document's
+        # copy: it appears only in the document's namespace, which no other text can match.
         declared = {p["name"]: licences(ctx.tree, p["name"], memo) for p in packages}
         made = ctx.cache / "sbom" / "documents" / (digest({
             "distonet": __version__, "spdx-tools": _spdx_tools_version(), "recipe": ctx.build.recipe,
-            "suite": suite, "image": ctx.build.root_uuid, "epoch": ctx.build.epoch, "packages": packages,
+            "suite": suite, "epoch": ctx.build.epoch, "packages": packages,
             "licences": declared})[:32] + ".json") if ctx.cache else None
         if made is not None and made.is_file():
-            with atomic_path(final) as tmp:
-                shutil.copyfile(made, tmp)
-            memo.save()
-            return [Artifact.of("sbom", final, ctx.out, format="spdx-2.3+json")]
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                kept = json.loads(made.read_text())
+                with atomic_path(final) as tmp:
+                    tmp.write_text(kept["document"].replace(kept["image"], ctx.build.root_uuid))
+                memo.save()
+                return [Artifact.of("sbom", final, ctx.out, format="spdx-2.3+json")]
         document = make_document(ctx.tree, packages, ctx.build.recipe, suite, ctx.build.root_uuid, memo,
                                  ctx.build.epoch, declared)
         memo.save()
@@ -77,7 +81,7 @@ class Sbom(Output):
         if made is not None:
             with contextlib.suppress(OSError):           # only a speed-up lost
                 made.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(made, final.read_text())
+                write_atomic(made, json.dumps({"image": ctx.build.root_uuid, "document": final.read_text()}))
         return [Artifact.of("sbom", final, ctx.out, format="spdx-2.3+json")]
 
 

@@ -60,10 +60,10 @@ def test_every_output_declares_what_it_needs():
 def test_rootfs_runs_mkfs_from_the_tree_with_the_plan_uuid(paths, tmp_path):
     plan = plan_of("minimal", paths)
     tree = fake_tree(tmp_path / "tree")
-    runner = RecordingRunner(effects={"mkfs.ext4": lambda argv: Path(argv[-2]).write_bytes(b"E" * 4096)})
+    runner = RecordingRunner(effects={"eatmydata mkfs.ext4": lambda argv: Path(argv[-2]).write_bytes(b"E" * 4096)})
     arts = REGISTRY["rootfs"].make(ctx_for(plan, "rootfs", tmp_path, runner, tree=tree))
     (argv,) = runner.calls
-    assert argv[:3] == ("mkfs.ext4", "-q", "-F") and ("-U", plan.root_uuid) == argv[argv.index("-U"):argv.index("-U") + 2]
+    assert argv[:4] == ("eatmydata", "mkfs.ext4", "-q", "-F")  # no fsync: the page cache has it and ("-U", plan.root_uuid) == argv[argv.index("-U"):argv.index("-U") + 2]
     assert argv[argv.index("-d") + 1] == str(tree)
     size_k = int(argv[-1].rstrip("k"))
     assert (size_k * 1024) % (4 << 20) == 0  # whole 4 MiB extents
@@ -76,7 +76,7 @@ def test_rootfs_retries_larger_only_when_out_of_room(paths, tmp_path):
     plan = plan_of("minimal", paths)
     tree = fake_tree(tmp_path / "tree")
     with pytest.raises(CommandError):
-        REGISTRY["rootfs"].make(ctx_for(plan, "rootfs", tmp_path, RecordingRunner(fail="mkfs.ext4"), tree=tree))
+        REGISTRY["rootfs"].make(ctx_for(plan, "rootfs", tmp_path, RecordingRunner(fail="eatmydata mkfs.ext4"), tree=tree))
     assert list((tmp_path / "out").iterdir()) == []  # nothing half-written
 
 

@@ -124,3 +124,28 @@ def test_a_build_that_changed_no_package_takes_the_document_made_before(paths, t
         docs.append((tmp_path / str(n) / "out/sbom.spdx.json").read_text())
     assert len(made) == 2 and docs[0] == docs[1] and docs[2] != docs[0]
     assert "GPL-3.0-or-later" in docs[2]
+
+
+def test_an_overlay_edit_takes_the_document_made_before_with_its_own_image_id(paths, tmp_path, monkeypatch):
+    """Every overlay edit changes the root UUID (it comes from the seal's key): the kept
+    document is taken all the same, and it is the very document a fresh one would be."""
+    from distonet.outputs import sbom
+    write(paths.recipes, "s", "extends: minimal\noutputs: {sbom: {}}\n")
+    plan = plan_of("s", paths)
+    tree = fake_tree(tmp_path)
+    made = []
+    real = sbom.make_document
+    monkeypatch.setattr(sbom, "make_document", lambda *a, **kw: made.append(1) or real(*a, **kw))
+    docs = {}
+    for n, (uuid, cache) in enumerate([("11111111-2222-5333-8444-555555555555", "cache"),
+                                       ("66666666-7777-5888-9999-000000000000", "cache"),
+                                       ("66666666-7777-5888-9999-000000000000", "fresh")]):
+        (tmp_path / str(n)).mkdir()
+        ctx = ctx_for(plan, "sbom", tmp_path / str(n), run, tree=tree)
+        ctx = dataclasses.replace(ctx, cache=tmp_path / cache,
+                                  build=dataclasses.replace(ctx.build, root_uuid=uuid))
+        Sbom.make(ctx)
+        docs[n] = (tmp_path / str(n) / "out/sbom.spdx.json").read_text()
+    assert len(made) == 2                      # the first and the one in a fresh cache
+    assert docs[1] == docs[2] and "66666666-7777-5888-9999-000000000000" in docs[1]
+    assert "11111111-2222-5333-8444-555555555555" not in docs[1]
