@@ -49,20 +49,20 @@ def _doit(task: str, names: list[str], jobs: int, extra: tuple[str, ...] = ()) -
 
 def cmd_build(a) -> int:
     _need_root()
-    from .recipe import recipe_name
+    from .paths import recipe_name
     return _doit("build", [recipe_name(n) for n in a.recipes], a.jobs)
 
 
 def cmd_boot(a) -> int:
     _need_root()
-    from .recipe import recipe_name
+    from .paths import recipe_name
     return _doit("boot", [recipe_name(n) for n in a.recipes], 1)
 
 
 def cmd_nightly(a) -> int:
     """Build, boot-test and publish (nightly.py); exit 75 when another run holds the lock."""
     from .nightly import EX_TEMPFAIL, Busy
-    from .recipe import recipe_name
+    from .paths import recipe_name
     _need_root()
     if a.share:
         os.environ["DISTONET_SHARE"] = a.share

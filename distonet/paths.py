@@ -9,6 +9,18 @@ from pathlib import Path
 from . import PROJECT_ROOT
 
 
+SUFFIXES = (".yaml", ".yml")
+
+
+def recipe_name(arg: str) -> str:
+    """`minimal`, `minimal.yaml` and `recipes/minimal.yaml` all name the recipe `minimal`."""
+    name = Path(arg).name
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _search_path(root: Path) -> tuple[Path, ...]:
     """DISTONET_RECIPES: directories separated by ':' searched in order; the shipped recipes are
     always last, so a site's own recipe directory can extend them."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .enums import KNOWN_COMPONENTS, KNOWN_SUITES, Architecture, BootstrapTool, Chap, Firmware, NetbootMode, Variant
 from .errors import RecipeError
+from .paths import SUFFIXES, recipe_name  # noqa: F401  (in paths.py: the CLI names recipes without the models)
 from .secrets import SECRET_KEYS
 from .outputs import REGISTRY as OUTPUTS
 from .validate import (CmdlineArg, Console, CryptHash, Hostname, LayerName, PackageName, RecipeName,
@@ -208,7 +209,6 @@ class Recipe(Model):
 
 
 UNINHERITED = ("name", "description", "extends", "replace")
-SUFFIXES = (".yaml", ".yml")
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -232,15 +232,6 @@ def recipe_path(recipes: Path | Sequence[Path], name: str) -> Path:
 def known_recipes(recipes: Path | Sequence[Path]) -> list[str]:
     names = {p.stem for d in _dirs(recipes) for suffix in SUFFIXES for p in d.glob(f"*{suffix}")}
     return sorted(names)
-
-
-def recipe_name(arg: str) -> str:
-    """`minimal`, `minimal.yaml` and `recipes/minimal.yaml` all name the recipe `minimal`."""
-    name = Path(arg).name
-    for suffix in SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
