@@ -264,7 +264,10 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
             # sha256 of a GB image is about a second of CPU: a thread does it while the next
             # output runs (hashlib releases the GIL), the state waits for it.
             # (A -P process worker joins the thread before it exits: threading's shutdown.)
-            _hasher = _hasher or ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1), thread_name_prefix="hash")
+            # Two threads in doit's own process: a build's last images are hashed on both cores.
+            # One in a `-P process` worker: there the other core runs the other worker's step.
+            _hasher = _hasher or ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1) if _in_doit_process() else 1,
+                                                    thread_name_prefix="hash")
             future = _hasher.submit(_hash_and_record, arts, list(unhashed), nxt, name, step.key, started,
                                     timing["seconds"], locks.pop_all())
             HASHING[(str(nxt), name)] = Hashing(future, nxt, step.key, arts)
