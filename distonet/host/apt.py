@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import http.client
 import re
 import subprocess
@@ -183,13 +184,21 @@ def _in_release(mirror: str, suite: str, cache_dir: Path, timeout: float) -> byt
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         return _last_copy(cached, url, exc)
     try:  # a full disk must not read as "unreachable": keeping the copy is a separate step
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(cached)
+        if _read(cached) != data:      # unchanged, nothing is written: a no-op build writes no file
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(data)
+            tmp.replace(cached)
     except OSError as exc:
         log.info(f"archive: cannot keep a copy of {url} in {cached.parent}: {exc}")
     return data
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _last_copy(cached: Path, url: str, exc: Exception) -> bytes:
