@@ -68,7 +68,7 @@ def run(argv: Sequence[str], *, check: bool = True, capture: bool = False, env: 
         raise ToolMissing(f"{argv[0]}: not found", hint="run ./setup.sh to install the host tools") from exc
     token = spawn_observer(proc.pid) if spawn_observer else None
     try:
-        faults.point(f"command:{os.path.basename(argv[0])}")
+        faults.point(f"command:{tool_of(argv)}")
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
@@ -121,6 +121,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+# Commands that run the next argument (`eatmydata mkfs.ext4 …`): a command is named by its tool.
+WRAPPERS = ("eatmydata",)
+
+
+def tool_of(argv: Sequence[str]) -> str:
+    """The tool a command runs: `mkfs.ext4` for `eatmydata mkfs.ext4 …` (fault points name it)."""
+    names = [os.path.basename(a) for a in argv]
+    return next((n for n in names if n not in WRAPPERS), names[0])
 
 
 def check_tools(tools: Sequence[str]) -> None:

@@ -63,3 +63,13 @@ def test_signals_reach_the_process(action, sig):
                           env=dict(os.environ, DISTONET_FAULT=f"p:{action}"), process_group=0,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), timeout=30)
     assert proc.returncode == -sig and "survived" not in proc.stdout
+
+
+def test_a_command_point_names_the_tool_behind_a_wrapper(monkeypatch):
+    """`eatmydata mkfs.ext4 …` is the point `command:mkfs.ext4`, as `mkfs.ext4 …` is."""
+    from distonet.host.run import run, tool_of
+    assert tool_of(["eatmydata", "/usr/sbin/mkfs.ext4", "-q"]) == "mkfs.ext4"
+    assert tool_of(["/usr/bin/qemu-img", "convert"]) == "qemu-img"
+    monkeypatch.setenv(faults.ENV, "command:true:fail")
+    with pytest.raises(faults.InjectedFault, match="command:true"):
+        run(["eatmydata", "true"])
