@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from .digest import digest
 from .errors import DistonetError
 from .grub import kernel_cmdline
+from .keyed import Chained, Keyed
 from .outputs import REGISTRY as OUTPUTS
 from .outputs.base import BuildFacts
 from .paths import Paths
@@ -50,7 +51,7 @@ class PlanFacts:
 
 
 @dataclass(frozen=True)
-class Stage:
+class Stage(Chained):
     name: str                 # bootstrap, packages.<layer>, seal
     kind: str
     key: str
@@ -58,32 +59,16 @@ class Stage:
     inputs: Mapping[str, Any] = field(repr=False)
 
     @property
-    def short(self) -> str:
-        return self.key[:12]
-
-    @property
     def doc(self) -> str:
         return STAGES[self.kind].doc or self.kind
 
-    def ancestry(self) -> list["Stage"]:
-        """This stage and its ancestors, nearest first (the overlayfs lowerdir order)."""
-        out, s = [], self
-        while s is not None:
-            out.append(s)
-            s = s.parent
-        return out
-
 
 @dataclass(frozen=True)
-class OutputStep:
+class OutputStep(Keyed):
     name: str
     options: Any
     needs: tuple[str, ...]
     key: str
-
-    @property
-    def short(self) -> str:
-        return self.key[:12]
 
     @property
     def files(self) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from .digest import digest
 from .errors import BuildError
 from .fsutil import write_atomic
+from .keyed import Chained, Keyed
 from .paths import Paths
 
 FORMAT = 1
@@ -41,35 +42,20 @@ _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
 # -- what a kept plan gives ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class StageSummary:
+class StageSummary(Chained):
     name: str
     kind: str
     key: str
     doc: str
     parent: "StageSummary | None"
 
-    @property
-    def short(self) -> str:
-        return self.key[:12]
-
-    def ancestry(self) -> list["StageSummary"]:
-        out, s = [], self
-        while s is not None:
-            out.append(s)
-            s = s.parent
-        return out
-
 
 @dataclass(frozen=True)
-class OutputSummary:
+class OutputSummary(Keyed):
     name: str
     key: str
     needs: tuple[str, ...]
     files: tuple[str, ...]
-
-    @property
-    def short(self) -> str:
-        return self.key[:12]
 
 
 class PlanSummary:

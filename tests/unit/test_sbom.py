@@ -104,16 +104,20 @@ def test_licences_are_read_once_per_copyright_content(tmp_path, monkeypatch):
     assert sbom.LicenceMemo(path).known == {}
 
 
-def test_a_build_that_changed_no_package_takes_the_document_made_before(paths, tmp_path, monkeypatch):
-    """The document is a function of the package list, the licences and the build's names and
-    epoch: the same again is copied, not made; a changed licence makes it again."""
+def counted_documents(paths, tmp_path, monkeypatch):
+    """An SBOM recipe's plan, a tree, and a list that grows by one each time a document is made."""
     from distonet.outputs import sbom
     write(paths.recipes, "s", "extends: minimal\noutputs: {sbom: {}}\n")
-    plan = plan_of("s", paths)
-    tree = fake_tree(tmp_path)
     made = []
     real = sbom.make_document
     monkeypatch.setattr(sbom, "make_document", lambda *a, **kw: made.append(1) or real(*a, **kw))
+    return plan_of("s", paths), fake_tree(tmp_path), made
+
+
+def test_a_build_that_changed_no_package_takes_the_document_made_before(paths, tmp_path, monkeypatch):
+    """The document is a function of the package list, the licences and the build's names and
+    epoch: the same again is copied, not made; a changed licence makes it again."""
+    plan, tree, made = counted_documents(paths, tmp_path, monkeypatch)
     docs = []
     for n in range(3):
         if n == 2:
@@ -129,13 +133,7 @@ def test_a_build_that_changed_no_package_takes_the_document_made_before(paths, t
 def test_an_overlay_edit_takes_the_document_made_before_with_its_own_image_id(paths, tmp_path, monkeypatch):
     """Every overlay edit changes the root UUID (it comes from the seal's key): the kept
     document is taken all the same, and it is the very document a fresh one would be."""
-    from distonet.outputs import sbom
-    write(paths.recipes, "s", "extends: minimal\noutputs: {sbom: {}}\n")
-    plan = plan_of("s", paths)
-    tree = fake_tree(tmp_path)
-    made = []
-    real = sbom.make_document
-    monkeypatch.setattr(sbom, "make_document", lambda *a, **kw: made.append(1) or real(*a, **kw))
+    plan, tree, made = counted_documents(paths, tmp_path, monkeypatch)
     docs = {}
     for n, (uuid, cache) in enumerate([("11111111-2222-5333-8444-555555555555", "cache"),
                                        ("66666666-7777-5888-9999-000000000000", "cache"),
