@@ -69,6 +69,9 @@ class Measure:
             stop.wait(0.25)
 
     def run(self, argv: list[str], **kw) -> dict:
+        # each case starts on a settled disk: what the one before left to write back or to
+        # discard (diskimage-builder deletes GBs at its end) is not counted against the next
+        os.sync()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
