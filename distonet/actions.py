@@ -266,6 +266,9 @@ def build_output(plan: BuildPlan, name: str, runner=run) -> list[Artifact]:
             # (A -P process worker joins the thread before it exits: threading's shutdown.)
             # Two threads in doit's own process: a build's last images are hashed on both cores.
             # One in a `-P process` worker: there the other core runs the other worker's step.
+            # Said before the digests are in: a step in another process that needs these files
+            # reads them now instead of waiting for the hash (current.made).
+            outdir.write_state(nxt, name, step.key, started, timing["seconds"], arts, hashing=True)
             _hasher = _hasher or ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1) if _in_doit_process() else 1,
                                                     thread_name_prefix="hash")
             future = _hasher.submit(_hash_and_record, arts, list(unhashed), nxt, name, step.key, started,

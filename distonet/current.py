@@ -48,6 +48,10 @@ def made(plan, name: str, wait: bool = False) -> tuple[Path, list[Artifact]] | N
     if h is not None:
         return h.directory, h.arts
     if wait:
+        # made in another process (doit -P process) and hashed there: the files can be read now
+        where = outdir.find_unhashed(plan.out_dir, name, plan.output(name).key)
+        if where is not None:
+            return where, outdir.artifacts(where, name)
         with outdir.locked(plan.out_dir, name):
             pass
     where = outdir.find(plan.out_dir, name, plan.output(name).key)

@@ -74,18 +74,24 @@ def read_state(directory: Path, output: str) -> dict | None:
 
 
 def write_state(directory: Path, output: str, key: str, started: float, seconds: float,
-                artifacts: list[Artifact]) -> None:
+                artifacts: list[Artifact], hashing: bool = False) -> None:
+    """`hashing`: the files are complete, their digests not in yet (see find_unhashed)."""
     (directory / STATE).mkdir(parents=True, exist_ok=True)
     state = {"key": key, "started": started, "seconds": seconds,
              "artifacts": [a.__dict__ for a in artifacts],
-             "files": {a.path: file_id(directory / a.path) for a in artifacts}}
+             "files": {a.path: file_id(directory / a.path) for a in artifacts},
+             **({"hashing": True} if hashing else {})}
     write_atomic(directory / STATE / f"{output}.json", json.dumps(state, indent=2))
 
 
 def intact(directory: Path, state: dict | None, key: str) -> bool:
-    """Made for `key`, and every file still the one that was made (size, mtime, inode)."""
-    if not state or state.get("key") != key:
+    """Made for `key`, hashed, and every file still the one that was made (size, mtime, inode)."""
+    if not state or state.get("key") != key or state.get("hashing"):
         return False
+    return _same_files(directory, state)
+
+
+def _same_files(directory: Path, state: dict) -> bool:
     try:
         return all(file_id(directory / f) == ident for f, ident in state["files"].items())
     except (OSError, KeyError, TypeError):
@@ -97,6 +103,17 @@ def find(current: Path, output: str, key: str) -> Path | None:
     for d in (staging(current), current):
         if intact(d, read_state(d, output), key):
             return d
+    return None
+
+
+def find_unhashed(current: Path, output: str, key: str) -> Path | None:
+    """The build being made, if another process has made `output` for `key` and is hashing its
+    files: they are complete (renamed in before the state is written), so an output that
+    needs them can start; the build's commit still waits for the digests (the output's lock)."""
+    d = staging(current)
+    state = read_state(d, output)
+    if state and state.get("key") == key and state.get("hashing") and _same_files(d, state):
+        return d
     return None
 
 

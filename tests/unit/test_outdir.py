@@ -109,3 +109,45 @@ def test_unreadable_manifest_stops_prune_instead_of_guessing(paths):
     (paths.output / "r" / "manifest.json").write_text("{broken")
     with pytest.raises(BuildError, match="unreadable manifest"):
         actions.stages_in_use(paths.output)
+
+
+def test_an_output_hashed_in_another_process_can_be_read_but_is_not_yet_made(paths):
+    """doit -P process: disk is made in one worker and hashed there; qcow2, in the other worker,
+    reads disk.raw at once instead of waiting for the digest. The output is not current and the
+    build cannot commit until the digests are in."""
+    import subprocess
+    import sys
+
+    from distonet import current
+
+    plan = plan_of("minimal", paths)
+    fake_stamps(plan)
+    nxt = outdir.staging(plan.out_dir)
+    nxt.mkdir(parents=True)
+    (nxt / "disk.raw").write_bytes(b"disk")
+    art = Artifact("disk", "disk.raw", 4, "")
+    outdir.write_state(nxt, "disk", plan.output("disk").key, 0.0, 0.5, [art], hashing=True)
+    # the other process, still hashing, holds the output's lock
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+from pathlib import Path
+from distonet import outdir
+with outdir.locked(Path({str(plan.out_dir)!r}), "disk"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        where, arts = current.made(plan, "disk", wait=True)        # does not wait for the lock
+        assert where == nxt and [a.path for a in arts] == ["disk.raw"]
+        assert not current.output_current(plan, "disk")             # doit would make it again
+        assert outdir.find(plan.out_dir, "disk", plan.output("disk").key) is None
+    finally:
+        holder.communicate("")
+    outdir.write_state(nxt, "disk", plan.output("disk").key, 0.0, 0.5,
+                       [Artifact.of("disk", nxt / "disk.raw", nxt)])
+    assert current.output_current(plan, "disk")
+    (nxt / "disk.raw").write_bytes(b"changed")                        # a stale unhashed state is not used
+    outdir.write_state(nxt, "qcow2", plan.output("qcow2").key, 0.0, 0.5, [art], hashing=True)
+    os.utime(nxt / "disk.raw", (1, 1))
+    assert outdir.find_unhashed(plan.out_dir, "qcow2", plan.output("qcow2").key) is None
