@@ -126,7 +126,15 @@ class Distonet:
         self.env = dict(os.environ, DISTONET_RECIPES=str(self.recipes), DISTONET_CACHE=str(cache),
                         DISTONET_OUTPUT=str(tmp / "output"), PYTHONDONTWRITEBYTECODE="1")
 
+    def settle(self) -> None:
+        """Wait for the removal a build leaves behind it (output/.trash/): it is not the next case's."""
+        trash = self.tmp / "output" / ".trash"
+        deadline = time.monotonic() + 300
+        while trash.is_dir() and any(trash.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def doit(self, *args: str, rss: bool = False) -> dict:
+        self.settle()
         return Measure(rss).run([sys.executable, "-m", "doit", "run", "--db-file", str(self.tmp / "doit.db"), *args],
                                 cwd=ROOT, env=self.env)
 
@@ -279,6 +287,7 @@ def main() -> None:
                       file=sys.stderr, flush=True)
         finally:
             if "distonet" in state:
+                state["distonet"].settle()
                 shutil.rmtree(state["distonet"].tmp, ignore_errors=True)
     text = report(results, a.runs)
     a.out.write_text(text)

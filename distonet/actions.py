@@ -320,7 +320,7 @@ def commit(plan: BuildPlan) -> Path:
                            for s, st in zip(plan.stages, stamps) if s.kind == "overlay" for f in st.get("files", [])])
         manifest.save(nxt)
         faults.point(f"commit:{plan.name}:swap")
-        outdir.swap_in(current)
+        outdir.swap_in(current, run)
         faults.point(f"commit:{plan.name}:done")
         return current / "manifest.json"
 
@@ -424,6 +424,10 @@ def clean(plan: BuildPlan, dry_run: bool = False) -> list:
                 removed.append(d)
                 if not dry_run:
                     remove_tree(d)
+        for d in outdir.in_trash(plan.out_dir):   # a replaced build whose removal has not ended
+            removed.append(d)
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True)   # a removal behind the build may be at it too
     keep = stages_in_use(plan.paths.output, skip=plan.name)
     gone, busy = store_of(plan).remove([s.key for s in plan.stages if s.key not in keep], dry_run)
     for b in busy:

@@ -4,6 +4,7 @@
     output/.<recipe>.next/       the build being made: changed outputs are written here
     output/.locks/<recipe>.lock  shared while outputs are made, exclusive to commit or clean
     output/.locks/<recipe>.<output>.lock   one maker per output
+    output/.trash/<recipe>-<id>/ a replaced build, being removed behind the build
 
 Committing carries the unchanged artifacts over (hard links), writes the manifest last, and
 swaps the two directories in one renameat2(RENAME_EXCHANGE): a reader sees the old complete set
@@ -18,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +29,7 @@ from .manifest import Artifact
 from .host.locks import try_lock, wait_lock
 
 STATE = ".state"
+TRASH = ".trash"
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
@@ -170,13 +173,42 @@ def exchange(a: Path, b: Path) -> None:
                          hint="the output directory must be on a local file system (ext4, xfs, btrfs, tmpfs)")
 
 
-def swap_in(current: Path) -> None:
-    """Make the next build current in one step; the old one is removed afterwards."""
+def swap_in(current: Path, runner=None) -> None:
+    """Make the next build current in one step; the old one goes to output/.trash/, removed
+    behind the build (remove_behind)."""
     nxt = staging(current)
     fsync_dir(nxt)
     if current.exists():
         exchange(nxt, current)
-        shutil.rmtree(nxt)  # now the old build
+        trash = trash_dir(current)
+        trash.mkdir(exist_ok=True)
+        os.rename(nxt, trash / f"{current.name}-{uuid.uuid4().hex[:12]}")   # now the old build
+        fsync_dir(current.parent)
+        remove_behind(trash, runner)
     else:
         os.replace(nxt, current)
-    fsync_dir(current.parent)
+        fsync_dir(current.parent)
+
+
+def trash_dir(current: Path) -> Path:
+    return current.parent / TRASH
+
+
+def remove_behind(trash: Path, runner=None) -> None:
+    """Remove what is in output/.trash/ in a process of its own (`setsid -f rm -rf`), which the
+    build does not wait for. Freeing a replaced set's blocks is slow where the file system is
+    mounted with `discard`: each freed extent waits for the journal's discards (0.35 s for one
+    synced 700 MB image on this project's build host, 0.05 s without discard), so the removal
+    of the old images was 0.9 s of a 5 s rebuild after a one-file overlay change. Entries left
+    by a killed removal are taken by the next one; two at once do no harm (rm -f)."""
+    if runner is None:
+        from .host.run import run as runner
+    entries = sorted(str(p) for p in trash.iterdir())
+    if entries:
+        runner(["setsid", "--fork", "rm", "-rf", "--one-file-system", "--", *entries])
+
+
+def in_trash(current: Path) -> list[Path]:
+    """The replaced builds of `current`'s recipe not yet removed from output/.trash/."""
+    return sorted(p for p in trash_dir(current).glob(f"{current.name}-*")
+                  if p.name.rsplit("-", 1)[0] == current.name)

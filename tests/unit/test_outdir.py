@@ -151,3 +151,42 @@ with outdir.locked(Path({str(plan.out_dir)!r}), "disk"):
     outdir.write_state(nxt, "qcow2", plan.output("qcow2").key, 0.0, 0.5, [art], hashing=True)
     os.utime(nxt / "disk.raw", (1, 1))
     assert outdir.find_unhashed(plan.out_dir, "qcow2", plan.output("qcow2").key) is None
+
+
+def test_the_replaced_set_is_removed_behind_the_build(tmp_path):
+    """The swap returns with the new set current; the old one, moved to output/.trash/, goes in
+    a process of its own, which also takes what an earlier, killed removal left."""
+    import time
+
+    from distonet.host.run import run
+
+    current, nxt = tmp_path / "minimal", outdir.staging(tmp_path / "minimal")
+    for d, text in ((current, "old"), (nxt, "new")):
+        d.mkdir()
+        (d / "rootfs.img").write_text(text)
+    left = outdir.trash_dir(current) / "minimal-0123456789ab"         # a killed removal's
+    (left / "sub").mkdir(parents=True)
+    other = outdir.trash_dir(current) / "minimal-extra-0123456789ab"  # another recipe's
+    other.mkdir()
+    assert outdir.in_trash(current) == [left]                          # clean takes only its own
+    calls = []
+    outdir.swap_in(current, lambda argv, **kw: (calls.append(argv), run(argv, **kw))[1])
+    assert (current / "rootfs.img").read_text() == "new" and not nxt.exists()
+    assert calls and calls[0][:3] == ["setsid", "--fork", "rm"]
+    deadline = time.monotonic() + 10
+    while outdir.in_trash(current) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert outdir.in_trash(current) == []
+    assert not left.exists() and not other.exists()                  # all is replaced builds
+
+
+def test_clean_removes_a_replaced_set_still_in_the_trash(paths):
+    plan = plan_of("minimal", paths)
+    fake_stamps(plan)
+    build_all(plan)
+    stale = outdir.trash_dir(plan.out_dir) / "minimal-0123456789ab"
+    stale.mkdir(parents=True)
+    (stale / "rootfs.img").write_text("old")
+    assert stale in actions.clean(plan, dry_run=True) and stale.exists()
+    assert stale in actions.clean(plan)
+    assert not stale.exists() and not plan.out_dir.exists()
