@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import http.client
 import re
 import subprocess
@@ -11,9 +10,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
 from .. import log
 from ..errors import BuildError
+from ..fsutil import atomic_path
 
 SOURCES = Path("/etc/apt")
 # Lists that each archive_state call appends [sources, state] to (plancache.py: what a kept
@@ -186,9 +185,8 @@ def _in_release(mirror: str, suite: str, cache_dir: Path, timeout: float) -> byt
     try:  # a full disk must not read as "unreachable": keeping the copy is a separate step
         if _read(cached) != data:      # unchanged, nothing is written: a no-op build writes no file
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(data)
-            tmp.replace(cached)
+            with atomic_path(cached) as tmp:
+                tmp.write_bytes(data)
     except OSError as exc:
         log.info(f"archive: cannot keep a copy of {url} in {cached.parent}: {exc}")
     return data
