@@ -21,12 +21,15 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import BuildError
 from .fsutil import fsync_dir, write_atomic
 from .manifest import Artifact
 from .host.locks import try_lock, wait_lock
+
+if TYPE_CHECKING:
+    from .host.run import Runner
 
 STATE = ".state"
 TRASH = ".trash"
@@ -87,14 +90,11 @@ def write_state(directory: Path, output: str, key: str, started: float, seconds:
     write_atomic(directory / STATE / f"{output}.json", json.dumps(state, indent=2))
 
 
-def intact(directory: Path, state: dict | None, key: str) -> bool:
-    """Made for `key`, hashed, and every file still the one that was made (size, mtime, inode)."""
-    if not state or state.get("key") != key or state.get("hashing"):
+def intact(directory: Path, state: dict | None, key: str, hashing: bool = False) -> bool:
+    """Made for `key`, hashed (or, with `hashing`, its digests still to come), and every file
+    still the one that was made (size, mtime, inode)."""
+    if not state or state.get("key") != key or bool(state.get("hashing")) != hashing:
         return False
-    return _same_files(directory, state)
-
-
-def _same_files(directory: Path, state: dict) -> bool:
     try:
         return all(file_id(directory / f) == ident for f, ident in state["files"].items())
     except (OSError, KeyError, TypeError):
@@ -114,10 +114,7 @@ def find_unhashed(current: Path, output: str, key: str) -> Path | None:
     files: they are complete (renamed in before the state is written), so an output that
     needs them can start; the build's commit still waits for the digests (the output's lock)."""
     d = staging(current)
-    state = read_state(d, output)
-    if state and state.get("key") == key and state.get("hashing") and _same_files(d, state):
-        return d
-    return None
+    return d if intact(d, read_state(d, output), key, hashing=True) else None
 
 
 def artifacts(directory: Path, output: str) -> list[Artifact]:
@@ -173,7 +170,7 @@ def exchange(a: Path, b: Path) -> None:
                          hint="the output directory must be on a local file system (ext4, xfs, btrfs, tmpfs)")
 
 
-def swap_in(current: Path, runner=None) -> None:
+def swap_in(current: Path, runner: Runner) -> None:
     """Make the next build current in one step; the old one goes to output/.trash/, removed
     behind the build (remove_behind)."""
     nxt = staging(current)
@@ -194,15 +191,13 @@ def trash_dir(current: Path) -> Path:
     return current.parent / TRASH
 
 
-def remove_behind(trash: Path, runner=None) -> None:
+def remove_behind(trash: Path, runner: Runner) -> None:
     """Remove what is in output/.trash/ in a process of its own (`setsid -f rm -rf`), which the
     build does not wait for. Freeing a replaced set's blocks is slow where the file system is
     mounted with `discard`: each freed extent waits for the journal's discards (0.35 s for one
     synced 700 MB image on this project's build host, 0.05 s without discard), so the removal
     of the old images was 0.9 s of a 5 s rebuild after a one-file overlay change. Entries left
     by a killed removal are taken by the next one; two at once do no harm (rm -f)."""
-    if runner is None:
-        from .host.run import run as runner
     entries = sorted(str(p) for p in trash.iterdir())
     if entries:
         runner(["setsid", "--fork", "rm", "-rf", "--one-file-system", "--", *entries])
