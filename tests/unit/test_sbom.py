@@ -140,8 +140,10 @@ def test_an_overlay_edit_takes_the_document_made_before_with_its_own_image_id(pa
                                        ("66666666-7777-5888-9999-000000000000", "fresh")]):
         (tmp_path / str(n)).mkdir()
         ctx = ctx_for(plan, "sbom", tmp_path / str(n), run, tree=tree)
+        # a build's epoch, as every real plan has (the archive's date): without one the document
+        # is dated now, and a fresh one made a second later would differ by its date alone
         ctx = dataclasses.replace(ctx, cache=tmp_path / cache,
-                                  build=dataclasses.replace(ctx.build, root_uuid=uuid))
+                                  build=dataclasses.replace(ctx.build, root_uuid=uuid, epoch=1764460800))
         Sbom.make(ctx)
         docs[n] = (tmp_path / str(n) / "out/sbom.spdx.json").read_text()
     assert len(made) == 2                      # the first and the one in a fresh cache
